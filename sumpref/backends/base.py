@@ -1,0 +1,65 @@
+"""The generation backend protocol.
+
+Chat messages in; generations (text, token counts, finish reason) out. A backend is cheap to
+construct and to pickle (so Ray can ship it to a worker); weights load in `load()`.
+Prompt rendering and output parsing never know which backend ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """What to generate: `n` samples per prompt; temperature 0 means greedy."""
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    seed: int = 0
+    # A JSON schema the output must follow, where the backend can constrain decoding.
+    json_schema: dict | None = None
+
+
+@dataclass
+class Generation:
+    """One completion of one prompt."""
+
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    finish_reason: str  # "stop" | "length" | "error"
+    error: str | None = None
+
+
+@dataclass
+class BackendStats:
+    """Counters a backend accumulates; they end up in stage metadata."""
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+    retries: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: "BackendStats") -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.output_tokens += other.output_tokens
+        self.requests += other.requests
+        self.retries += other.retries
+        for k, v in other.errors.items():
+            self.errors[k] = self.errors.get(k, 0) + v
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """`generate` returns, for each prompt, a list of `params.n` generations (same order)."""
+
+    def load(self) -> None: ...
+
+    def generate(self, prompts: list[Messages], params: SamplingParams) -> list[list[Generation]]: ...
