@@ -104,6 +104,9 @@ class PairsConfig(Strict):
 
 
 class DPOConfig(Strict):
+    trainer: Literal["trl", "packed"] = Field(
+        "trl", description="trl: TRL DPOTrainer (reference path); packed: shared-prompt packing + precomputed reference"
+    )
     beta: float = Field(0.01, gt=0)
     loss_type: Literal["sigmoid", "ipo", "robust", "sppo_hard", "apo_zero"] = "sigmoid"
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
