@@ -82,6 +82,7 @@ class DataConfig(Strict):
     seed: int = 21
     max_article_tokens: int = Field(3500, ge=32, description="longer articles are truncated (flagged)")
     min_article_words: int = Field(30, ge=1)
+    article_formats: tuple[str, ...] = Field((), description="keep only rows whose `article_format` is listed (empty: all)")
 
 
 class SamplingConfig(Strict):

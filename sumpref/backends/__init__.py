@@ -1,0 +1,26 @@
+"""Backends, chosen from one explicit table by `BackendConfig.backend`.
+
+Each entry is imported only when selected, so the library imports without vLLM or an HTTP
+client stack installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from sumpref.backends.base import Backend, BackendStats, Generation, SamplingParams
+from sumpref.config import BackendConfig
+
+BACKENDS: dict[str, tuple[str, str]] = {
+    "transformers": ("sumpref.backends.transformers_backend", "TransformersBackend"),
+    "vllm": ("sumpref.backends.vllm_ray", "VLLMBackend"),
+    "openai": ("sumpref.backends.openai_http", "OpenAIBackend"),
+}
+
+
+def make_backend(cfg: BackendConfig, **kwargs) -> Backend:
+    module, cls = BACKENDS[cfg.backend]
+    return getattr(importlib.import_module(module), cls)(cfg, **kwargs)
+
+
+__all__ = ["BACKENDS", "Backend", "BackendStats", "Generation", "SamplingParams", "make_backend"]

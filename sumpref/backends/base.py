@@ -45,6 +45,8 @@ class BackendStats:
     output_tokens: int = 0
     requests: int = 0
     retries: int = 0
+    gpu_seconds: float = 0.0
+    cost_usd: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: "BackendStats") -> None:
@@ -52,6 +54,8 @@ class BackendStats:
         self.output_tokens += other.output_tokens
         self.requests += other.requests
         self.retries += other.retries
+        self.gpu_seconds += other.gpu_seconds
+        self.cost_usd += other.cost_usd
         for k, v in other.errors.items():
             self.errors[k] = self.errors.get(k, 0) + v
 

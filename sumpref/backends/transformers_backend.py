@@ -1,0 +1,109 @@
+"""Transformers backend: batched, left-padded generation with n samples per prompt, CPU or GPU.
+
+Cheap to construct and pickle; `load()` reads weights (and a LoRA adapter, if configured).
+Constrained (JSON-schema) decoding is not available here: `params.json_schema` is ignored and
+the callers' parsers handle free text.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sumpref.backends.base import BackendStats, Generation, Messages, SamplingParams
+from sumpref.config import BackendConfig
+
+
+class TransformersBackend:
+    supports_json_schema = False
+
+    def __init__(self, cfg: BackendConfig, num_threads: int | None = None):
+        self.cfg = cfg
+        self.num_threads = num_threads
+        self.stats = BackendStats()
+        self._model = None
+        self._tok = None
+
+    def __getstate__(self) -> dict:  # ship config only; weights load where the work runs
+        return {"cfg": self.cfg, "num_threads": self.num_threads}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["cfg"], state["num_threads"])
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from sumpref.models import resolve_model
+
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        path = resolve_model(self.cfg.model)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = {"auto": torch.bfloat16 if device == "cuda" else torch.float32, "float32": torch.float32,
+                 "bfloat16": torch.bfloat16, "float16": torch.float16}[self.cfg.dtype]
+        tok = AutoTokenizer.from_pretrained(path)
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        if self.cfg.adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, self.cfg.adapter)
+        model.eval()
+        self._model, self._tok, self._device = model, tok, device
+
+    def render(self, messages: Messages) -> str:
+        return self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def generate(self, prompts: list[Messages], params: SamplingParams) -> list[list[Generation]]:
+        import torch
+
+        self.load()
+        torch.manual_seed(params.seed)
+        out: list[list[Generation]] = []
+        bs = max(1, self.cfg.batch_size // max(1, params.n)) if params.n > 1 else self.cfg.batch_size
+        t0 = time.perf_counter()
+        for start in range(0, len(prompts), bs):
+            out.extend(self._generate_batch(prompts[start:start + bs], params))
+        if self._device == "cuda":
+            self.stats.gpu_seconds += time.perf_counter() - t0
+        return out
+
+    def _generate_batch(self, prompts: list[Messages], params: SamplingParams) -> list[list[Generation]]:
+        import torch
+
+        tok, model = self._tok, self._model
+        texts = [self.render(m) for m in prompts]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._device)
+        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+        sample = params.temperature > 0
+        kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=sample, num_return_sequences=params.n,
+                      pad_token_id=tok.pad_token_id)
+        if sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            seqs = model.generate(**enc, **kwargs)
+        new = seqs[:, enc["input_ids"].shape[1]:]
+        eos_ids = set(model.generation_config.eos_token_id if isinstance(model.generation_config.eos_token_id, list)
+                      else [model.generation_config.eos_token_id, tok.eos_token_id])
+        result: list[list[Generation]] = []
+        for i in range(len(prompts)):
+            gens = []
+            for j in range(params.n):
+                ids = new[i * params.n + j].tolist()
+                stop = next((k for k, t in enumerate(ids) if t in eos_ids), None)
+                kept = ids if stop is None else ids[:stop]
+                kept = [t for t in kept if t != tok.pad_token_id or tok.pad_token_id in eos_ids]
+                gens.append(Generation(text=tok.decode(kept, skip_special_tokens=True).strip(),
+                                       prompt_tokens=int(prompt_lens[i]), output_tokens=len(kept) + (stop is not None),
+                                       finish_reason="stop" if stop is not None else "length"))
+                self.stats.prompt_tokens += int(prompt_lens[i]) if j == 0 else 0
+                self.stats.output_tokens += gens[-1].output_tokens
+            self.stats.requests += 1
+            result.append(gens)
+        return result

@@ -1,0 +1,118 @@
+"""Two judges behind one interface: they write the questions and answer them from a summary.
+
+Both produce the same columns. Questions (`questions.parquet`): `article_id, questions (JSON
+list of MCQ dicts), error`. Judged rows: `answers (list[str]), n_correct, judge_error`.
+
+- `cloze`: embedded, no LLM (`sumpref.cloze`): questions from the reference highlights (lead
+  sentences without them), answered by matching options against the summary.
+- `llm`: the published method on any backend; JSON-constrained output where the backend
+  supports it, the `Qk) X` text format otherwise. Unparseable output is data, not a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+
+from sumpref.backends import make_backend
+from sumpref.backends.base import BackendStats, SamplingParams
+from sumpref.config import JudgeConfig
+from sumpref.mcq import MCQ, UNSURE, ParseResult, parse_mcq_json, parse_mcq_text, score_answers, shuffle_questions
+from sumpref.prompts import judge_json_schema, judge_messages, mcq_json_schema, mcq_messages, parse_judge_answers
+
+
+def article_rng(seed: int, article_id: str) -> random.Random:
+    return random.Random(int(hashlib.sha256(f"{seed}:{article_id}".encode()).hexdigest()[:16], 16))
+
+
+def questions_to_json(qs: list[MCQ]) -> str:
+    return json.dumps([q.to_dict() for q in qs])
+
+
+def questions_from_json(s: str) -> list[MCQ]:
+    return [MCQ.from_dict(d) for d in json.loads(s)]
+
+
+def _parse_llm_mcq(text: str, n: int) -> ParseResult:
+    stripped = (text or "").strip()
+    if stripped.startswith("{"):
+        try:
+            return parse_mcq_json(json.loads(stripped), n)
+        except json.JSONDecodeError:
+            pass
+    return parse_mcq_text(text, n)
+
+
+class QuestionWriter:
+    """Shard worker: article rows (`id, article, highlights`) -> question rows."""
+
+    def __init__(self, cfg: JudgeConfig, seed: int = 0):
+        self.cfg, self.seed, self.backend = cfg, seed, None
+
+    def load(self) -> None:
+        if self.cfg.kind == "llm":
+            self.backend = make_backend(self.cfg.backend)
+            self.backend.load()
+
+    def run(self, rows: list[dict]) -> tuple[list[dict], BackendStats]:
+        n = self.cfg.n_questions
+        if self.cfg.kind == "cloze":
+            from sumpref.cloze import build_cloze_questions
+
+            results = [build_cloze_questions(r["article"], r.get("highlights"), n, self.seed) for r in rows]
+            stats = BackendStats()
+        else:
+            schema = mcq_json_schema(n) if self.cfg.constrained and getattr(self.backend, "supports_json_schema", False) else None
+            params = SamplingParams(n=1, temperature=0.0, max_new_tokens=self.cfg.mcq_max_new_tokens, json_schema=schema)
+            gens = self.backend.generate([mcq_messages(r["article"], n) for r in rows], params)
+            results = []
+            for r, g in zip(rows, gens):
+                parsed = _parse_llm_mcq(g[0].text, n)
+                if parsed.ok:  # position de-biasing, seeded per article
+                    parsed = ParseResult(questions=shuffle_questions(parsed.questions, article_rng(self.seed, r["id"])))
+                results.append(parsed)
+            stats = self.backend.stats
+            self.backend.stats = BackendStats()
+        out = [{"article_id": r["id"], "questions": questions_to_json(p.questions) if p.ok else None, "error": p.error}
+               for r, p in zip(rows, results)]
+        return out, stats
+
+
+class SummaryJudge:
+    """Shard worker: rows with `questions` (JSON) and `summary` -> answers and scores."""
+
+    def __init__(self, cfg: JudgeConfig):
+        self.cfg, self.backend = cfg, None
+
+    def load(self) -> None:
+        if self.cfg.kind == "llm":
+            self.backend = make_backend(self.cfg.backend)
+            self.backend.load()
+
+    def run(self, rows: list[dict]) -> tuple[list[dict], BackendStats]:
+        qs = [questions_from_json(r["questions"]) for r in rows]
+        n = self.cfg.n_questions
+        errors: list[str | None] = [None] * len(rows)
+        if self.cfg.kind == "cloze":
+            from sumpref.cloze import answer_from_summary
+
+            answers = [answer_from_summary(q, r["summary"] or "") for q, r in zip(qs, rows)]
+            stats = BackendStats()
+        else:
+            schema = judge_json_schema(n) if self.cfg.constrained and getattr(self.backend, "supports_json_schema", False) else None
+            params = SamplingParams(n=1, temperature=0.0, max_new_tokens=self.cfg.answer_max_new_tokens, json_schema=schema)
+            gens = self.backend.generate([judge_messages(q, r["summary"] or "") for q, r in zip(qs, rows)], params)
+            answers = []
+            for i, g in enumerate(gens):
+                a, err = parse_judge_answers(g[0].text, n)
+                answers.append(a)
+                errors[i] = err
+            stats = self.backend.stats
+            self.backend.stats = BackendStats()
+        out = []
+        for r, q, a, err in zip(rows, qs, answers, errors):
+            row = {k: v for k, v in r.items() if k != "questions"}
+            row.update(answers=a, n_correct=score_answers(q, a), n_unsure=sum(x == UNSURE for x in a), judge_error=err)
+            out.append(row)
+        return out, stats
