@@ -45,15 +45,23 @@ def load_articles(data_dir: Path) -> dict[str, list[dict]]:
     return groups
 
 
-def soft_correct(questions: list[MCQ], summary: str) -> float:
-    """Tie-breaking variant: per question, the correct option's share of all option support
-    (0 when no option occurs), summed. Equals the hard score when each question has one
-    supported option."""
-    total = 0.0
+def evidence(questions: list[MCQ], summary: str) -> float:
+    """Tie-breaker in [0, 1]: mean over questions of the share of the blank's context that the
+    summary reproduces around the *correct* option (0 where it is absent). Separates summaries with
+    the same number correct by how closely they state the reference facts."""
+    if not questions:
+        return 0.0
+    supports = option_support(questions, summary)
+    return sum(max(0.0, s[LETTERS.index(q.answer)] - 1.0) for q, s in zip(questions, supports)) / len(questions)
+
+
+def strict_correct(questions: list[MCQ], summary: str) -> int:
+    """Ablation: the known-bad rule "answer only when exactly one option occurs in the summary"."""
+    correct = 0
     for q, support in zip(questions, option_support(questions, summary)):
-        if sum(support) > 0:
-            total += support[LETTERS.index(q.answer)] / sum(support)
-    return total
+        present = [i for i, s in enumerate(support) if s > 0]
+        correct += len(present) == 1 and LETTERS[present[0]] == q.answer
+    return correct
 
 
 def score_article(rows: list[dict], rouge) -> tuple[dict[str, list[float]], str | None]:
@@ -66,11 +74,17 @@ def score_article(rows: list[dict], rouge) -> tuple[dict[str, list[float]], str 
         qs = built.questions
         correct = score_answers(qs, answer_from_summary(qs, r["summary"])) if built.ok else 0
         scores["cloze correct (0-5)"].append(correct)
-        scores["cloze correct + soft tie-break"].append(correct + 0.1 * (soft_correct(qs, r["summary"]) if built.ok else 0))
-        scores["cloze soft (support share, 5 q)"].append(soft_correct(qs, r["summary"]) if built.ok else 0)
+        scores["cloze correct + evidence tie-break"].append(correct + 0.5 * evidence(qs, r["summary"]))
+        scores["ablation: strict exactly-one-present answering"].append(strict_correct(qs, r["summary"]) if built.ok else 0)
         qs10 = built10.questions
-        scores["cloze correct, 10 questions"].append(score_answers(qs10, answer_from_summary(qs10, r["summary"])) if built10.ok else 0)
+        correct10 = score_answers(qs10, answer_from_summary(qs10, r["summary"])) if built10.ok else 0
+        scores["cloze correct, 10 questions"].append(correct10)
+        scores["cloze correct + tie-break, 10 questions"].append(correct10 + 0.5 * evidence(qs10, r["summary"]))
         scores["ROUGE-1 F vs reference"].append(rouge.score(r["reference"], r["summary"])["rouge1"].fmeasure)
+    # A combination, for reference: mean of the two within-article ranks (no tuned weights).
+    cloze_ranks = _ranks(scores["cloze correct + evidence tie-break"])
+    rouge_ranks = _ranks(scores["ROUGE-1 F vs reference"])
+    scores["rank mean: cloze (+tie-break) & ROUGE-1"] = [(a + b) / 2 for a, b in zip(cloze_ranks, rouge_ranks)]
     return scores, built.error
 
 
@@ -152,16 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     n_rows = sum(len(r) for r in groups.values())
     lines = [
         f"SummEval, summary level: {len(groups)} articles x ~{n_rows // max(1, len(groups))} systems "
-        f"({n_rows} summaries). Kendall tau-b / Spearman, mean over articles.",
+        f"({n_rows} summaries). Kendall tau-b / Spearman, mean over articles; tau ± 1.96 standard "
+        "errors of that mean.",
         "",
         "| score | relevance tau | relevance rho | consistency tau | consistency rho |",
         "|---|---|---|---|---|",
+        # +- is 1.96 standard errors of the mean over articles (taus differ a lot between articles).
     ]
     for name, by_key in per_score.items():
         cells = []
         for key in HUMAN_KEYS:
             pairs = by_key[key]
-            cells += [f"{sum(p[0] for p in pairs) / len(pairs):.3f}", f"{sum(p[1] for p in pairs) / len(pairs):.3f}"]
+            taus = [p[0] for p in pairs]
+            mean = sum(taus) / len(taus)
+            half = 1.96 * math.sqrt(sum((t - mean) ** 2 for t in taus) / (len(taus) - 1) / len(taus))
+            cells += [f"{mean:.3f} ± {half:.3f}", f"{sum(p[1] for p in pairs) / len(pairs):.3f}"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",

@@ -2,26 +2,30 @@
 
 Contract:
 - `build_cloze_questions(article, highlights, n_questions, seed)` -> `ParseResult` holding exactly
-  `n_questions` `MCQ`s, or `ParseResult(error=...)` when the article offers too few blanks.
-  Each question is a reference sentence (a highlight, or a lead sentence of the article when
-  highlights are missing) with one name or number replaced by `_____`. The masked span is the
-  correct option; the four distractors are spans of the same type taken from the article, most
-  frequent first (hard negatives: the spans a summary of this article is likely to mention).
-  The correct letter is placed with `random.Random(seed)`; everything else is deterministic.
+  `n_questions` `MCQ`s, or `ParseResult(error="empty_article" | "too_few_candidates")`; never raises
+  on odd text. Each question is a reference sentence with one span replaced by `_____`. Sources, in
+  order: names and numbers of the highlights, then of the article's lead sentences (the only
+  source when highlights are missing), then content words of the highlights. The masked span is
+  the correct option and always occurs in the article; the four distractors are distinct spans of
+  the same type from the article, most frequent first (hard negatives: the spans a summary of
+  this article is likely to mention). The correct letter is placed with `random.Random(seed)`;
+  everything else is deterministic.
 - `answer_from_summary(questions, summary)` -> one letter in `LETTERS` or `UNSURE` per question.
-  An option is *present* when its words occur in the summary. Among present options the judge
-  picks the one whose occurrence sits among the words the question puts around the blank
-  (context overlap), so a long extractive summary that names several options is still answered
-  on evidence, not refused. No present option, or no context supporting any of them -> `UNSURE`.
-- `option_support(question, summary)` exposes the per-option evidence (for soft scores).
+  An option is *present* when its words occur in the summary (a name also by its last word).
+  Among present options the judge picks the one whose occurrence is surrounded by the words that
+  surround the blank, at similar distances on the same side. So a long extractive summary that
+  names several options is answered on evidence rather than refused. No option present, or a tie
+  at the top -> `UNSURE`.
+- `option_support(questions, summary)` exposes the per-option evidence (for soft scores).
 
 Works on cased, lowercased and PTB-tokenized text (`-LRB-`, `n't`, `` `` ``): names are found
-from capitalisation in whichever of article/highlights is cased; when neither is, frequent
-content words stand in for names. Pure functions, stdlib only, nothing done at import.
+from capitalisation in whichever of article/highlights is cased; when neither is, content words
+stand in for names. Pure functions, stdlib only, nothing done at import.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections import Counter
@@ -37,6 +41,7 @@ _PTB = {"-lrb-": "(", "-rrb-": ")", "-lsb-": "[", "-rsb-": "]", "-lcb-": "{", "-
 _PTB_RE = re.compile(r"-[LR][RSC]B-|``|''", re.IGNORECASE)
 # A token: a word or number (keeping 1,000 / 3.5 / o'neill together), or one other symbol.
 _TOKEN_RE = re.compile(r"\w+(?:[.,'’]\w+)*|[^\w\s]")
+_CLITIC_RE = re.compile(r"^(\w+?)(n['’]t|['’](?:s|re|ve|ll|d|m))$", re.IGNORECASE)
 _SENT_SPLIT_RE = re.compile(r"(?<=[.!?])\s+(?=[\"'`“‘(\-]*\s*[A-Z0-9])|\n+")
 _NUMBER_RE = re.compile(r"^\d+(?:[.,]\d+)*$")
 _ORDINAL_RE = re.compile(r"^\d+(?:st|nd|rd|th)$", re.IGNORECASE)
@@ -61,7 +66,7 @@ _STOPWORDS = frozenset(
     most my myself no nor not now of off on once only or other our ours out over own said same says she
     should so some such than that the their theirs them themselves then there these they this those
     through to too under until up very was we were what when where which while who whom why will with
-    would you your yours yourself n't nt s t d ll m re ve o y new one mr mrs ms dr cnn mail daily
+    would you your yours yourself n't nt s t d ll m re ve o y one mr mrs ms dr cnn mail daily
     mailonline per cent percent year years old last first week day time told says say""".split()
 )
 
@@ -78,11 +83,17 @@ class _Span:
 
 
 def _raw_tokens(text: str) -> list[str]:
-    """Surface tokens with PTB brackets/quotes undone; case kept."""
+    """Surface tokens with PTB brackets/quotes undone and clitics split off as PTB does
+    ("Zürich's" -> "Zürich", "'s"; "didn't" -> "did", "n't"); case kept."""
     text = _PTB_RE.sub(lambda m: f" {_PTB[m.group(0).lower()]} ", text)
-    return _TOKEN_RE.findall(text)
+    out = []
+    for tok in _TOKEN_RE.findall(text):
+        m = _CLITIC_RE.match(tok) if ("'" in tok or "’" in tok) else None
+        out.extend(m.groups() if m else (tok,))
+    return out
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the same few thousand words recur across all summaries
 def _norm(token: str) -> str:
     """Matching form: lowercase, curly apostrophes straightened, number words and 1,000 -> digits."""
     t = token.lower().replace("’", "'")
@@ -258,10 +269,11 @@ def build_cloze_questions(article: str, highlights: str | None, n_questions: int
     """
     if not article or not article.strip():
         return ParseResult(error="empty_article")
-    cased = article if _is_cased(article) else (highlights if highlights and _is_cased(highlights) else None)
+    article_cased = _is_cased(article)
+    cased = article if article_cased else (highlights if highlights and _is_cased(highlights) else None)
     proper = _proper_words(cased) if cased else None
     pool = _article_pool(article, proper)
-    article_norm = [_norm(t) for t in _raw_tokens(article)]
+    article_text = _Text.of(article)
 
     hl_sents: list[str] = []
     for line in (highlights or "").splitlines():
@@ -269,21 +281,28 @@ def build_cloze_questions(article: str, highlights: str | None, n_questions: int
     lead = _sentences(article)[:N_LEAD_SENTENCES]
     # Tiers, best first: names and numbers of the highlights, then of the lead; content words of
     # the highlights only when names and numbers run out (short, name-poor stories).
-    tiers = [_items(hl_sents, proper, pool, article_norm), _items(lead, proper, pool, article_norm)]
+    tiers = [
+        lambda: _items(hl_sents, proper, pool, article_text),
+        lambda: _items(lead, proper, pool, article_text),
+    ]
     if proper is not None:
-        tiers.append(_items(hl_sents, None, _article_pool(article, None), article_norm, kinds={"WORD"}))
+        tiers.append(lambda: _items(hl_sents, None, _article_pool(article, None), article_text, kinds={"WORD"}))
 
     rng = random.Random(seed)
     chosen: list[MCQ] = []
     asked: set[str] = set()  # words of answers already used: one question per entity
-    for per_sentence in tiers:
-        for question, answer, distractors in _round_robin(per_sentence):
+    for tier in tiers:
+        if len(chosen) == n_questions:
+            break
+        for question, answer, distractors in _round_robin(tier()):
             if len(chosen) == n_questions:
                 break
             words = set(_content([_norm(t) for t in _raw_tokens(answer)])) - _SCALES
             if words & asked:
                 continue
             asked |= words
+            if not article_cased:
+                answer = answer.lower()  # distractors are lowercase too: case must not give it away
             pos = rng.randrange(len(LETTERS))
             options = distractors[:pos] + [answer] + distractors[pos:]
             chosen.append(MCQ(question, tuple(options), LETTERS[pos]))
@@ -296,7 +315,7 @@ _Item = tuple[str, str, list[str]]  # (cloze text, answer, distractors)
 
 
 def _items(sentences: list[str], proper: set[str] | None, pool: dict[str, list[_Span]],
-           article_norm: list[str], kinds: set[str] | None = None) -> list[list[_Item]]:
+           article_text: "_Text", kinds: set[str] | None = None) -> list[list[_Item]]:
     """Candidate questions per sentence, in sentence order; the answer must occur in the article."""
     per_sentence = []
     for sent in sentences:
@@ -304,7 +323,7 @@ def _items(sentences: list[str], proper: set[str] | None, pool: dict[str, list[_
         for sp in _spans(sent, proper):
             if kinds is not None and sp.kind not in kinds:
                 continue
-            if _contains(article_norm, sp.key) and (q := _question_for(sent, sp, pool)) is not None:
+            if _find(article_text, sp.key) and (q := _question_for(sent, sp, pool)) is not None:
                 items.append((q[0], sp.text, q[1]))
         per_sentence.append(items)
     return per_sentence
@@ -320,13 +339,20 @@ def _round_robin(per_sentence: list[list[_Item]]) -> list[_Item]:
 # Answering
 
 
-def _occurrences(summary: list[str], key: tuple[str, ...]) -> list[tuple[int, int]]:
-    """(start, end) of the option in the summary; a multi-word name also matches by its last word
-    ("Townsend" for "Andros Townsend"), the way a summary refers to someone already introduced."""
+def _find(text: "_Text", key: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(start, end) of every exact occurrence of `key` in `text`."""
     n = len(key)
-    hits = [(i, i + n) for i in range(len(summary) - n + 1) if tuple(summary[i : i + n]) == key]
-    if not hits and n > 1 and key[-1] not in _STOPWORDS and not key[-1].isdigit():
-        hits = [(i, i + 1) for i, t in enumerate(summary) if t == key[-1]]
+    if n == 0:
+        return []
+    return [(i, i + n) for i in text.positions.get(key[0], ()) if tuple(text.tokens[i : i + n]) == key]
+
+
+def _occurrences(text: "_Text", key: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Exact occurrences of an option; failing those, a multi-word name also matches by its last
+    word ("Townsend" for "Andros Townsend"), the way a summary refers to someone already introduced."""
+    hits = _find(text, key)
+    if not hits and len(key) > 1 and key[-1] not in _STOPWORDS and not key[-1].isdigit():
+        hits = [(i, i + 1) for i in text.positions.get(key[-1], ())]
     return hits
 
 
@@ -336,11 +362,15 @@ class _Text:
 
     tokens: list[str]
     content: list[bool]
+    positions: dict[str, list[int]]
 
     @classmethod
     def of(cls, text: str) -> "_Text":
         toks = [_norm(t) for t in _raw_tokens(text or "")]
-        return cls(toks, [t not in _STOPWORDS and t[0].isalnum() for t in toks])
+        positions: dict[str, list[int]] = {}
+        for i, t in enumerate(toks):
+            positions.setdefault(t, []).append(i)
+        return cls(toks, [t not in _STOPWORDS and t[0].isalnum() for t in toks], positions)
 
     def side(self, start: int, step: int) -> dict[str, int]:
         """Content words from `start` walking by `step`, up to `CONTEXT_WINDOW` of them, each with
@@ -374,27 +404,34 @@ def _alignment(q_left: dict[str, int], q_right: dict[str, int], s_left: dict[str
     return score
 
 
-def _support(question: MCQ, summary: _Text) -> list[float]:
+@functools.lru_cache(maxsize=4096)  # a question is answered against many summaries
+def _prepare(question: MCQ) -> tuple[list[tuple[str, ...]], dict[str, int], dict[str, int], int]:
+    """Option keys and the blank's left/right context (content words with distances)."""
     keys = [tuple(_norm(t) for t in _raw_tokens(o)) for o in question.options]
     option_words = {w for k in keys for w in k}
     left, _, right = question.question.partition(BLANK)
     q_before, q_after = _Text.of(left), _Text.of(right)
     q_left = {w: d for w, d in q_before.side(len(q_before.tokens) - 1, -1).items() if w not in option_words}
     q_right = {w: d for w, d in q_after.side(0, 1).items() if w not in option_words}
+    return keys, q_left, q_right, max(1, len(q_left) + len(q_right))
+
+
+def _support(question: MCQ, summary: _Text) -> list[float]:
+    keys, q_left, q_right, n_context = _prepare(question)
     support = []
     for key in keys:
         best = 0.0
-        for start, end in _occurrences(summary.tokens, key):
+        for start, end in _occurrences(summary, key):
             s_left, s_right = summary.side(start - 1, -1), summary.side(end, 1)
-            best = max(best, 1.0 + _alignment(q_left, q_right, s_left, s_right))
+            best = max(best, 1.0 + _alignment(q_left, q_right, s_left, s_right) / n_context)
         support.append(best)
     return support
 
 
 def option_support(questions: list[MCQ], summary: str) -> list[list[float]]:
     """Evidence for each option of each question (A-E order): 0.0 when the option does not occur
-    in the summary, otherwise 1 + how well the words around its best occurrence align with the
-    words around the blank (see `_alignment`; the options' own words never count as context)."""
+    in the summary, otherwise 1 + the share (0-1) of the blank's context that the words around its
+    best occurrence reproduce (see `_alignment`; the options' own words never count as context)."""
     prepared = _Text.of(summary)
     return [_support(q, prepared) for q in questions]
 
