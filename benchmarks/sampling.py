@@ -54,16 +54,17 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def bench_generate(model, prompts, n, new, batch, temperature, top_p, device):
+def bench_generate(model, prompts, n, new, batch, temperature, top_p, device, mask=True, top_k=0):
     """The published method: each article duplicated n times, plain generate in fixed batches."""
     rows = [p for p in prompts for _ in range(n)]
     tokens, t0 = 0, time.perf_counter()
     with torch.inference_mode():
         for s in range(0, len(rows), batch):
             ids = torch.tensor(rows[s : s + batch], device=device)  # equal lengths: no padding
+            kw = dict(attention_mask=torch.ones_like(ids)) if mask else {}
             out = model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, do_sample=True,
-                temperature=temperature, top_p=top_p, top_k=0, pad_token_id=0,
+                input_ids=ids, max_new_tokens=new, do_sample=True,
+                temperature=temperature, top_p=top_p, top_k=top_k, pad_token_id=0, **kw,
             )
             tokens += (out.shape[1] - ids.shape[1]) * out.shape[0]
     sync(device)
@@ -89,6 +90,9 @@ def main() -> None:
     ap.add_argument("--articles", type=int, default=None)
     ap.add_argument("--baseline-articles", type=int, default=None, help="articles for the generate baseline")
     ap.add_argument("--groups", default=None, help="comma list of prompts_per_group for the shared path")
+    ap.add_argument("--baseline-variants", action="store_true",
+                    help="also time generate without an attention mask, and with top_k=50")
+    ap.add_argument("--prefill-probe", action="store_true", help="also time the last group size with 1 new token")
     ap.add_argument("--expand-group", type=int, default=None, help="also time mode=expand with this group (0: skip)")
     args = ap.parse_args()
 
@@ -136,9 +140,19 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     tok, dt = bench_generate(model, prompts[:base_articles], n, new, batch, temperature, top_p, device)
     record(f"generate batch {batch} (rows duplicated x{n})", tok, dt)
+    if args.baseline_variants:
+        tok, dt = bench_generate(model, prompts[:base_articles], n, new, batch, temperature, top_p, device, mask=False)
+        record(f"generate batch {batch}, no attention_mask", tok, dt)
+        tok, dt = bench_generate(model, prompts[:base_articles], n, new, batch, temperature, top_p, device,
+                                 mask=False, top_k=50)
+        record(f"generate batch {batch}, no attention_mask, top_k=50", tok, dt)
     for g in groups:
         tok, dt = bench_ours(model, prompts, n, new, temperature, top_p, g, "shared", micro, device)
         record(f"shared-prefix, {g} prompts x {n} per group", tok, dt)
+    if args.prefill_probe:
+        g = groups[-1]
+        tok, dt = bench_ours(model, prompts, n, 1, temperature, top_p, g, "shared", micro, device)
+        record(f"shared-prefix, {g} prompts per group, 1 new token (prefill cost)", tok, dt)
     if expand_group:
         tok, dt = bench_ours(model, prompts[: max(expand_group * 2, 1)], n, new, temperature, top_p,
                              expand_group, "expand", micro, device)

@@ -138,13 +138,16 @@ def _make_layer_class():
             # (P*n, Hq, 1, D) -> (P, Hkv, n*g, D): every sample and grouped head of a prompt
             # becomes one row of a single product against that prompt's prefix.
             q = query.reshape(p, n, h, g, d).permute(0, 2, 1, 3, 4).reshape(p, h, n * g, d)
-            s_pre = (q @ self.prefix_k.transpose(-1, -2)).view(p, h, n, g, lp).float() * scaling
-            s_pre = s_pre + self.prefix_bias
+            # The score tensor is the largest thing here (P*Hq*n*Lp per layer): keep it in the
+            # model dtype and touch it as few times as possible (softmax accumulates in fp32).
+            s_pre = (q @ self.prefix_k.transpose(-1, -2)).view(p, h, n, g, lp).mul_(scaling)
+            if self.prefix_bias is not None:
+                s_pre.add_(self.prefix_bias)
             ks = self.keys.reshape(p, n, h, t, d).transpose(1, 2)  # (P, Hkv, n, t, D)
             vs = self.values.reshape(p, n, h, t, d).transpose(1, 2)
-            s_gen = (q.view(p, h, n, g, d) @ ks.transpose(-1, -2)).float() * scaling
-            probs = _torch().cat([s_pre, s_gen], dim=-1).softmax(dim=-1).to(query.dtype)
-            p_pre, p_gen = probs.split([lp, t], dim=-1)
+            s_gen = (q.view(p, h, n, g, d) @ ks.transpose(-1, -2)).mul_(scaling)
+            probs = _torch().cat([s_pre, s_gen], dim=-1).softmax(dim=-1)
+            p_pre, p_gen = probs.split([lp, t], dim=-1)  # p_pre's reshape below is a view
             out = (p_pre.reshape(p, h, n * g, lp) @ self.prefix_v).view(p, h, n, g, d) + p_gen @ vs
             return out.permute(0, 2, 1, 3, 4).reshape(p * n, h * g, d).unsqueeze(1)
 
@@ -258,8 +261,11 @@ def _sample_group(model, prompts, n, gen_kw, mode: str, micro_batch: int):
         return out[:, ids.shape[1] :]
     layer_cls = _make_layer_class()
     pmask = mask[:, :-1].bool()
-    bias = torch.zeros(pmask.shape, dtype=torch.float32, device=device).masked_fill(~pmask, float("-inf"))
-    bias = bias[:, None, None, None, :]  # (P, 1, 1, 1, Lp) against scores (P, Hkv, n, g, Lp)
+    bias = None
+    if not bool(pmask.all()):
+        dtype = prefix[0][0].dtype
+        bias = torch.zeros(pmask.shape, dtype=dtype, device=device).masked_fill(~pmask, float("-inf"))
+        bias = bias[:, None, None, None, :]  # (P, 1, 1, 1, Lp) against scores (P, Hkv, n, g, Lp)
     cache = DynamicCache()
     cache.layers = [layer_cls(k, v, bias, n, gen_kw["max_new_tokens"] + 1) for k, v in prefix]
     del prefix
