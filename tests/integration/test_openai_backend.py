@@ -128,3 +128,24 @@ def test_faults_are_retried_counted_and_rows_stay_in_place(server):
     # Retry-After: 1 was honoured (backoff alone would wait at most 0.05 s here).
     (f0, t0), (f1, t1) = proxy.log[keys[0]]
     assert f0 == "429" and f1 == "pass" and t1 - t0 >= 0.95
+
+
+def test_key_from_prefect_secret_block_reaches_the_server(server, monkeypatch):
+    from prefect.blocks.system import Secret
+    from prefect.testing.utilities import prefect_test_harness
+
+    from tasks.secrets import export_backend_secret
+
+    env = "SUMPREF_TEST_BLOCK_KEY"
+    monkeypatch.delenv(env, raising=False)
+    cfg = BackendConfig(backend="openai", model="local", base_url=server.base_url, api_key_env=env,
+                        api_key_secret_block="sumpref-test-key")
+    with prefect_test_harness():
+        Secret(value="sk-from-block-7").save("sumpref-test-key", overwrite=True)
+        assert export_backend_secret(cfg) is True
+    from sumpref.backends.openai_http import OpenAIBackend
+
+    be = OpenAIBackend(cfg)
+    before = len(server.model.requests)
+    be.generate([_msgs("Say hi.")], SamplingParams(n=1, max_new_tokens=2))
+    assert server.model.requests[before]["authorization"] == "Bearer sk-from-block-7"
