@@ -13,7 +13,7 @@ import sys
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sumpref")
 
-from prefect import flow  # noqa: E402
+from prefect import flow, get_run_logger  # noqa: E402
 
 from sumpref.config import ConfigError, RunConfig, load_config  # noqa: E402
 from tasks.report import publish_report  # noqa: E402
@@ -21,7 +21,7 @@ from tasks.stages import (build_pairs, evaluate, judge_summaries, load_articles,
                           sample_summaries, train_dpo, write_questions)
 
 
-@flow(name="sumpref-full-pipeline", log_prints=True)
+@flow(name="sumpref-full-pipeline")
 def full_pipeline(config: RunConfig = RunConfig()) -> str:
     """Run every stage; return the path of report.md. Finished stages are reused from cache."""
     cfg = config
@@ -43,7 +43,7 @@ def full_pipeline(config: RunConfig = RunConfig()) -> str:
             policy = policy.model_copy(update={"model": str(merged.path / "model"), "adapter": None})
     report = evaluate(cfg, articles, eval_questions, tuned, adapters, upstream)
     path = publish_report(report)
-    print(f"Report: {path}")
+    get_run_logger().info("Report: %s", path)
     return path
 
 
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    full_pipeline(cfg)
+    path = full_pipeline(cfg)
+    print(f"\nReport: {path}")
     return 0
 
 
