@@ -249,6 +249,22 @@ class VLLMBackend:
 #   (e.g. a Ray job submitted with that image), with one input row per sample (`ray_rows`).
 
 
+DEFAULT_RUNTIME_ENV = "docker/runtime_env.yaml"
+
+
+def load_runtime_env(path: str | None = None) -> dict[str, Any]:
+    """The vLLM actors' Ray runtime_env: `path`, else `$SUMPREF_RUNTIME_ENV`, else the shipped
+    docker/runtime_env.yaml (relative to the working directory)."""
+    import yaml
+
+    path = path or os.environ.get("SUMPREF_RUNTIME_ENV") or DEFAULT_RUNTIME_ENV
+    with open(path) as f:
+        env = yaml.safe_load(f) or {}
+    if not isinstance(env, dict):
+        raise ValueError(f"{path}: a runtime_env must be a mapping")
+    return env
+
+
 class VLLMBatchPredictor:
     """`map_batches` callable class: one engine per actor; rows `prompt_id`, `messages_json` in,
     `prompt_id`, `generations_json` (the n generations as JSON) and `batch_gpu_s` out."""

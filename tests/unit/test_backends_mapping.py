@@ -216,3 +216,14 @@ def test_backend_is_cheap_and_keyless_when_pickled(monkeypatch):
     blob = pickle.dumps(be)
     assert b"sk-unit-secret" not in blob and "sk-unit-secret" not in repr(be)
     assert pickle.loads(blob).policy == be.policy
+
+
+def test_shipped_runtime_env_parses(monkeypatch):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    env = vr.load_runtime_env()
+    assert set(env) <= {"image_uri", "env_vars", "uv", "pip", "py_modules", "working_dir", "config"}
+    assert env.get("image_uri") or env.get("uv") or env.get("pip")
+    assert all(isinstance(v, str) for v in env.get("env_vars", {}).values())
