@@ -44,7 +44,8 @@ def _torch():
 
 def _cache_kwarg(model) -> str:
     """transformers >= 5.2x names the cache argument `cache`; earlier 5.x `past_key_values`."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wrapper
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _eos_ids(model) -> set[int]:
