@@ -64,13 +64,34 @@ class TransformersBackend:
         self.load()
         torch.manual_seed(params.seed)
         out: list[list[Generation]] = []
-        bs = max(1, self.cfg.batch_size // max(1, params.n)) if params.n > 1 else self.cfg.batch_size
         t0 = time.perf_counter()
-        for start in range(0, len(prompts), bs):
-            out.extend(self._generate_batch(prompts[start:start + bs], params))
+        if params.n > 1:
+            out = self._generate_shared_prefix(prompts, params)
+        else:
+            for start in range(0, len(prompts), self.cfg.batch_size):
+                out.extend(self._generate_batch(prompts[start:start + self.cfg.batch_size], params))
         if self._device == "cuda":
             self.stats.gpu_seconds += time.perf_counter() - t0
         return out
+
+    def _generate_shared_prefix(self, prompts: list[Messages], params: SamplingParams) -> list[list[Generation]]:
+        """n samples per prompt, each prompt prefilled once (`prefix_sampling`)."""
+        from sumpref.backends.prefix_sampling import sample_shared_prefix
+
+        tok = self._tok
+        ids = [tok(self.render(m), add_special_tokens=False)["input_ids"] for m in prompts]
+        rows = sample_shared_prefix(self._model, tok, ids, params.n, params.temperature, params.top_p,
+                                    params.max_new_tokens, params.seed,
+                                    prompts_per_group=max(1, self.cfg.batch_size // params.n))
+        result = []
+        for p_ids, samples in zip(ids, rows):
+            gens = [Generation(text=tok.decode(t, skip_special_tokens=True).strip(), prompt_tokens=len(p_ids),
+                               output_tokens=len(t) + (fr == "stop"), finish_reason=fr) for t, fr in samples]
+            self.stats.prompt_tokens += len(p_ids)
+            self.stats.output_tokens += sum(g.output_tokens for g in gens)
+            self.stats.requests += 1
+            result.append(gens)
+        return result
 
     def _generate_batch(self, prompts: list[Messages], params: SamplingParams) -> list[list[Generation]]:
         import torch

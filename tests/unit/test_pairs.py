@@ -1,0 +1,70 @@
+import pytest
+
+from sumpref.config import PairsConfig
+from sumpref.pairs import build_pairs, filter_reason, has_junk, prefer
+
+CFG = PairsConfig()
+
+
+def row(i, correct, words, aid="a1", summary=None):
+    return {"article_id": aid, "sample_idx": i, "n_correct": correct, "n_words": words,
+            "summary": summary or " ".join(["w"] * words), "prompt_text": "P"}
+
+
+@pytest.mark.parametrize("a,b,expected", [
+    ((3, 20), (3, 30), 1),      # both >= 3: shorter wins
+    ((3, 30), (4, 20), -1),     # both >= 3: shorter wins even with fewer correct
+    ((4, 20), (3, 22), 0),      # word counts differ by < 3: tie
+    ((5, 20), (3, 23), 1),      # differ by exactly 3: shorter wins
+    ((2, 10), (3, 40), -1),     # min <= 2: more correct wins
+    ((2, 10), (2, 40), 0),      # min <= 2, equal correct: tie
+    ((0, 5), (1, 50), -1),
+    ((5, 50), (2, 10), 1),
+])
+def test_preference_rule(a, b, expected):
+    assert prefer(row(0, *a), row(1, *b), CFG) == expected
+    assert prefer(row(1, *b), row(0, *a), CFG) == -expected  # antisymmetric
+
+
+@pytest.mark.parametrize("summary,words,reason", [
+    ("", 0, "empty_summary"), ("a b c", 3, "too_short"), ("x " * 200, 200, "too_long"),
+    ("ok summary here with\x00 nul", 5, "junk_characters"), ("fine <|im_end|> leak", 5, "junk_characters"),
+    ("A perfectly fine summary.", 5, None),
+])
+def test_filters(summary, words, reason):
+    assert filter_reason(summary, words, CFG) == reason
+
+
+def test_junk_allows_newlines_and_unicode():
+    assert not has_junk("Café owners in São Paulo\nprotested.")
+
+
+def test_at_most_three_pairs_per_article_seeded_and_ties_dropped():
+    judged = [row(i, c, w) for i, (c, w) in enumerate([(5, 10), (4, 20), (3, 30), (1, 15), (0, 12), (4, 21)])]
+    pairs, drops, counts = build_pairs(judged, CFG)
+    assert len(pairs) == 3 and counts["ties"] >= 1
+    again, _, _ = build_pairs(list(reversed(judged)), CFG)
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [(p["chosen"], p["rejected"]) for p in again]
+    seeds = {tuple(sorted((p["chosen"][1]["content"], p["rejected"][1]["content"]) for p in build_pairs(judged, PairsConfig(seed=s))[0]))
+             for s in range(10)}
+    assert len(seeds) > 1  # the sample depends on the seed
+    for p in pairs:
+        assert p["chosen"][0] == p["rejected"][0] == p["prompt"][0] == {"role": "user", "content": "P"}
+        assert p["chosen"][1]["role"] == "assistant"
+
+
+def test_split_is_by_article_never_by_pair():
+    judged = [row(i, c, w, aid=f"art{a}") for a in range(60) for i, (c, w) in enumerate([(5, 10), (1, 20), (3, 40)])]
+    pairs, _, counts = build_pairs(judged, PairsConfig(valid_fraction=0.3))
+    splits = {}
+    for p in pairs:
+        splits.setdefault(p["article_id"], set()).add(p["split"])
+    assert all(len(s) == 1 for s in splits.values())
+    assert 0 < counts["pairs_valid"] < counts["pairs_train"]
+
+
+def test_dropped_rows_keep_their_reason():
+    judged = [row(0, 5, 10), row(1, 1, 3), {**row(2, 4, 12), "drop_reason": "no_judge_output"}]
+    pairs, drops, counts = build_pairs(judged, CFG)
+    assert {d["reason"] for d in drops} == {"too_short", "no_judge_output"}
+    assert counts["dropped_too_short"] == 1 and counts["dropped_no_judge_output"] == 1
