@@ -41,6 +41,23 @@ def ensure_ray() -> None:
     ray.init(**kwargs)
 
 
+def actor_runtime_env(backend) -> dict | None:
+    """What a shard actor running `backend` (a BackendConfig) needs in its Ray runtime_env.
+
+    vLLM lives only in the workers' environment (docker/runtime_env.yaml); an HTTP backend's
+    key, resolved in the driver, is passed on as an environment variable of its actors only.
+    """
+    if backend is None:
+        return None
+    if backend.backend == "vllm":
+        from sumpref.backends.vllm_ray import load_runtime_env
+
+        return load_runtime_env()
+    if backend.backend == "openai" and os.environ.get(backend.api_key_env):
+        return {"env_vars": {backend.api_key_env: os.environ[backend.api_key_env]}}
+    return None
+
+
 def shard_path(out_dir: Path, i: int) -> Path:
     return out_dir / "shards" / f"shard-{i:05d}.parquet"
 
@@ -63,7 +80,7 @@ def _actor_class():
 
 def run_shards(out_dir: Path, shards: list[list[dict]], worker: ShardWorker, *, replicas: int = 1,
                num_cpus: float = 1, num_gpus: float = 0, accelerator_type: str | None = None,
-               desc: str = "shards") -> dict:
+               runtime_env: dict | None = None, desc: str = "shards") -> dict:
     """Run `worker` over every shard not yet on disk; return counts and summed backend stats."""
     pending = [i for i in range(len(shards)) if not shard_path(out_dir, i).exists()]
     stats = BackendStats()
@@ -76,6 +93,8 @@ def run_shards(out_dir: Path, shards: list[list[dict]], worker: ShardWorker, *, 
         opts: dict = {"num_cpus": num_cpus, "num_gpus": num_gpus}
         if accelerator_type:
             opts["accelerator_type"] = accelerator_type
+        if runtime_env:
+            opts["runtime_env"] = runtime_env
         actor_cls = _actor_class()
         actors = [actor_cls.options(**opts).remote(worker) for _ in range(min(replicas, len(pending)))]
         queue = list(pending)

@@ -14,7 +14,7 @@ from pathlib import Path
 from sumpref.artifacts import ArtifactRef, atomic_write_text, read_table, run_stage, write_table
 from sumpref.backends.base import SamplingParams
 from sumpref.config import BackendConfig, JudgeConfig, RunConfig
-from sumpref.raygen import read_shards, run_shards
+from sumpref.raygen import actor_runtime_env, read_shards, run_shards
 
 log = logging.getLogger("sumpref")
 
@@ -31,9 +31,14 @@ def _counts(rows: list[dict], key: str = "reason") -> dict[str, int]:
 
 
 def _judge_resources(j: JudgeConfig) -> dict:
-    b = j.backend
-    return dict(replicas=b.replicas, num_cpus=b.num_cpus if j.kind == "llm" else 1,
-                num_gpus=b.num_gpus if j.kind == "llm" else 0, accelerator_type=b.accelerator_type if j.kind == "llm" else None)
+    if j.kind != "llm":
+        return dict(replicas=1, num_cpus=1, num_gpus=0)
+    return _resources(j.backend)
+
+
+def _resources(b: BackendConfig) -> dict:
+    return dict(replicas=b.replicas, num_cpus=b.num_cpus, num_gpus=b.num_gpus, accelerator_type=b.accelerator_type,
+                runtime_env=actor_runtime_env(b))
 
 
 def load_stage(cfg: RunConfig) -> ArtifactRef:
@@ -89,8 +94,7 @@ def sample_stage(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, 
         s = cfg.sampling
         params = SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=s.seed)
         shards = _chunks(rows, s.shard_size)
-        info = run_shards(out, shards, Summarizer(policy, params), replicas=policy.replicas, num_cpus=policy.num_cpus,
-                          num_gpus=policy.num_gpus, accelerator_type=policy.accelerator_type, desc="sampling")
+        info = run_shards(out, shards, Summarizer(policy, params), desc="sampling", **_resources(policy))
         info.update(rows=sum(len(sh) for sh in shards) * s.n, drops={"no_questions": len(train) - len(rows)})
         return info
 
@@ -208,8 +212,7 @@ def eval_stage(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRe
         for name, bcfg in models.items():
             gdir = out / f"gen_{name}"
             shards = _chunks(rows, max(1, bcfg.batch_size))
-            info = run_shards(gdir, shards, Summarizer(bcfg, params), replicas=bcfg.replicas, num_cpus=bcfg.num_cpus,
-                              num_gpus=bcfg.num_gpus, accelerator_type=bcfg.accelerator_type, desc=f"eval summaries ({name})")
+            info = run_shards(gdir, shards, Summarizer(bcfg, params), desc=f"eval summaries ({name})", **_resources(bcfg))
             gens = [{**g, "questions": qmap[g["article_id"]]} for g in read_shards(gdir, len(shards))]
             jdir = out / f"judged_{name}"
             jshards = _chunks(gens, 256)

@@ -1,5 +1,4 @@
-"""Publish the evaluation report as Prefect artifacts (markdown + metrics table). Never cached:
-it is cheap and each run should show its report in the UI."""
+"""Publish the evaluation report as Prefect artifacts (markdown + metrics table), once per report."""
 
 from __future__ import annotations
 
@@ -7,13 +6,13 @@ import json
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from sumpref.artifacts import ArtifactRef
 from sumpref.evaluate import METRIC_LABELS
 
 
-@task(name="publish-report", cache_policy=NO_CACHE)
+@task(name="publish-report", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def publish_report(report: ArtifactRef) -> str:
     data = json.loads((report.path / "report.json").read_text())
     create_markdown_artifact(key="sumpref-report", markdown=(report.path / "report.md").read_text(),

@@ -15,7 +15,16 @@ from sumpref import stages
 from sumpref.artifacts import ArtifactRef
 from sumpref.config import BackendConfig, JudgeConfig, RunConfig
 
+from tasks.secrets import export_backend_secret
+
 CACHE = INPUTS + TASK_SOURCE
+
+
+def _secrets(*backends: BackendConfig) -> None:
+    """Resolve Prefect Secret blocks for HTTP backends before their stage starts."""
+    for b in backends:
+        if b.backend == "openai":
+            export_backend_secret(b)
 GEN = dict(cache_policy=CACHE, persist_result=True, retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10),
            retry_jitter_factor=0.5)
 
@@ -27,16 +36,19 @@ def load_articles(cfg: RunConfig) -> ArtifactRef:
 
 @task(name="write-questions", **GEN)
 def write_questions(cfg: RunConfig, articles: ArtifactRef, judge: JudgeConfig, split: str | None = None) -> ArtifactRef:
+    _secrets(judge.backend)
     return stages.questions_stage(cfg, articles, judge, split)
 
 
 @task(name="sample-summaries", **GEN)
 def sample_summaries(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, policy: BackendConfig) -> ArtifactRef:
+    _secrets(policy)
     return stages.sample_stage(cfg, articles, questions, policy)
 
 
 @task(name="judge-summaries", **GEN)
 def judge_summaries(cfg: RunConfig, questions: ArtifactRef, samples: ArtifactRef, judge: JudgeConfig) -> ArtifactRef:
+    _secrets(judge.backend)
     return stages.judge_stage(cfg, questions, samples, judge)
 
 
@@ -58,4 +70,5 @@ def merge_adapter(cfg: RunConfig, base_model: str, adapter: ArtifactRef) -> Arti
 @task(name="evaluate", **GEN)
 def evaluate(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRef, tuned: BackendConfig,
              adapters: list[ArtifactRef], upstream: dict[str, ArtifactRef]) -> ArtifactRef:
+    _secrets(cfg.policy, tuned, (cfg.eval.judge or cfg.judge).backend)
     return stages.eval_stage(cfg, articles, eval_questions, tuned, adapters, upstream)

@@ -1,0 +1,25 @@
+"""A tiny but real pipeline configuration on the shared CNN/DM articles (CPU, embedded model)."""
+
+from pathlib import Path
+
+from sumpref.config import RunConfig, config_from_dict
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def tiny_config(root: Path, **sections) -> RunConfig:
+    data = {
+        "name": "it",
+        "root": str(root),
+        "policy": {"batch_size": 12, "num_cpus": 1},
+        "judge": {"kind": "cloze"},
+        "data": {"source": str(SHARED / "cnndm_cliff.jsonl"), "num_articles": 10, "eval_fraction": 0.2,
+                 "max_article_tokens": 160},
+        "sampling": {"n": 3, "max_new_tokens": 24, "shard_size": 2},
+        "dpo": {"max_steps": 2, "per_device_batch_size": 2, "max_length": 256, "gradient_checkpointing": False,
+                "learning_rate": 1e-4, "beta": 0.1, "logging_steps": 1},
+        "eval": {"max_new_tokens": 24, "bootstrap_samples": 100},
+    }
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
+    return config_from_dict(data)

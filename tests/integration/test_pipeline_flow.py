@@ -1,0 +1,71 @@
+"""The whole flow for real: Prefect (test harness server), local Ray, the embedded model."""
+
+import json
+
+import pytest
+
+from tests.integration._pipeline_config import tiny_config
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+    import ray
+
+    ray.shutdown()
+
+
+def task_states(flow_state) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    fid = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fid])))
+    return {r.name: r.state.name for r in runs}
+
+
+def stage_dirs(root, stage):
+    d = root / stage
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_factory):
+    from flows.full_pipeline import full_pipeline
+
+    root = tmp_path_factory.mktemp("runs")
+    cfg = tiny_config(root)
+
+    state = full_pipeline(cfg, return_state=True)
+    assert state.is_completed()
+    report_md = state.result()
+    report = json.loads((root.joinpath(report_md).parent / "report.json").read_text())
+    md = open(report_md).read()
+    assert set(report["models"]) == {"base", "tuned"} and report["eval_articles"] >= 1
+    assert report["training"][0]["steps"] == 2 and report["training"][0]["pairs_train"] > 0
+    assert "Win rate vs base" in md and "Rows dropped or flagged" in md
+    ci = report["win_rates"]["tuned vs base"]["ci95"]
+    assert ci[0] <= report["win_rates"]["tuned vs base"]["value"] <= ci[1]
+    first = task_states(state)
+    assert first and all(s == "Completed" for s in first.values()), first
+
+    again = full_pipeline(cfg, return_state=True)
+    assert again.result() == report_md
+    states = task_states(again)
+    assert len(states) == len(first) and all(s == "Cached" for s in states.values()), states
+
+    before = {s: stage_dirs(root, s) for s in ("articles", "questions", "samples", "judged", "pairs", "dpo", "eval")}
+    changed = full_pipeline(tiny_config(root, dpo={"beta": 0.3}), return_state=True)
+    assert changed.is_completed()
+    after = {s: stage_dirs(root, s) for s in before}
+    for stage in ("articles", "questions", "samples", "judged", "pairs"):
+        assert after[stage] == before[stage], stage
+    assert len(after["dpo"]) == len(before["dpo"]) + 1 and len(after["eval"]) == len(before["eval"]) + 1
+    states = task_states(changed)
+    recomputed = {name.rsplit("-", 1)[0] for name, s in states.items() if s != "Cached"}
+    assert recomputed == {"train-dpo", "evaluate", "publish-report"}, states
