@@ -158,15 +158,26 @@ def ours_reference(model, arts, device, pairs_per_batch):
     return rc, rr, {"pairs_per_s": n / dt, "seconds": dt, "peak_gib": peak_gib(device)}
 
 
+def autocast_dtype(device):
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+def set_input_cast(model, enabled: bool) -> None:
+    for m in model.modules():
+        if hasattr(m, "lora_A") and hasattr(m, "_cast_input_dtype"):
+            m.cast_input_dtype_enabled = enabled
+
+
 def ours_eval_loss(model, arts, rc, rr, cfg, device):
     model.eval()
     out = {}
+    scorer = PackedLogProbs(model, autocast_dtype(device))
     with torch.no_grad():
         batch = pack_groups(arts, 0).to(device)
         rows = torch.tensor(batch.rows)
-        logps = PackedLogProbs(model)(**batch.model_inputs())
+        logps = scorer(**batch.model_inputs())
         for beta in (cfg.beta, 1.0):  # beta 1 makes any difference in log-probs visible in the loss
-            res = packed_dpo_loss(PackedLogProbs(model), batch, rc[rows], rr[rows], cfg.model_copy(update={"beta": beta}))
+            res = packed_dpo_loss(scorer, batch, rc[rows], rr[rows], cfg.model_copy(update={"beta": beta}))
             out[f"beta={beta}"] = {
                 "loss": float(res.losses.mean()),
                 "rewards/margins": float((res.chosen_rewards - res.rejected_rewards).mean()),
@@ -177,14 +188,16 @@ def ours_eval_loss(model, arts, rc, rr, cfg, device):
     return out
 
 
-def ours_train(model, arts, rc, rr, cfg, device, articles_per_step, checkpointing, steps, warmup, mcfg):
+def ours_train(model, arts, rc, rr, cfg, device, articles_per_step, checkpointing, steps, warmup, mcfg, peft_fp32=False):
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_disable()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, fused=device.type == "cuda")
-    scorer = PackedLogProbs(model)
+    # peft_fp32: PEFT's default (activations copied to fp32 for the adapter, no autocast), for attribution.
+    set_input_cast(model, peft_fp32)
+    scorer = PackedLogProbs(model, None if peft_fp32 else autocast_dtype(device))
     batches = [arts[i : i + articles_per_step] for i in range(0, len(arts) - articles_per_step + 1, articles_per_step)]
     reset_peak(device)
     times, losses = [], []
@@ -197,6 +210,7 @@ def ours_train(model, arts, rc, rr, cfg, device, articles_per_step, checkpointin
         res = packed_dpo_loss(scorer, batch, rc[rows], rr[rows], cfg)
         loss = res.losses.mean()
         loss.backward()
+        loss = loss.detach()
         opt.step()
         opt.zero_grad(set_to_none=True)
         sync(device)
@@ -208,6 +222,7 @@ def ours_train(model, arts, rc, rr, cfg, device, articles_per_step, checkpointin
     tokens = sum(g.n_tokens for g in batches[0])
     flops = 2 * sum(fwd_flops(mcfg, packed_contexts(g), sum(map(len, g.completions))) for g in batches[0])
     del opt
+    set_input_cast(model, False)
     return {"step_s": step, "pairs_per_s": pairs / step, "tokens_per_s": tokens / step, "peak_gib": peak_gib(device),
             "mfu": flops / step / PEAK_FLOPS, "pairs_per_step": pairs, "step_spread_s": max(times) - min(times),
             "mean_loss": statistics.mean(losses)}
@@ -312,7 +327,7 @@ def trl_run(base, arts, state, cfg, device, batch, steps, warmup, tiny, eval_pai
     flops = 2 * batch * fwd_flops(trainer.model.config, per_pair_ctx, 2 * comp)
     res = {"batch": batch, "step_s": step, "pairs_per_s": batch / step, "tokens_per_s": tokens / step,
            "peak_gib": peak_gib(device), "mfu": flops / step / PEAK_FLOPS, "step_spread_s": max(times) - min(times),
-           "ref_precompute_pairs_per_s": n_pairs / init_s, "eval": ev}
+           "init_incl_ref_precompute_pairs_per_s": n_pairs / init_s, "eval": ev}
     base = trainer.model.unload()
     del trainer
     gc.collect()
@@ -332,10 +347,10 @@ def main() -> None:
     ap.add_argument("--distinct", type=int, default=6, help="distinct completions per article")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--variants", default="ckpt:2,ckpt:4,nockpt:1,nockpt:2,nockpt:3",
-                    help="ours: comma list of (ckpt|nockpt):articles_per_step")
+    ap.add_argument("--variants", default="nockpt:1:peftfp32,ckpt:2,ckpt:4,nockpt:1,nockpt:2,nockpt:3",
+                    help="ours: comma list of (ckpt|nockpt):articles_per_step[:peftfp32]")
     ap.add_argument("--dedup-variant", default="ckpt:4", help="same, with 3 pairs over 4 distinct summaries ('' = skip)")
-    ap.add_argument("--trl-batches", default="8,2", help="TRL per-device batch sizes ('' = skip TRL)")
+    ap.add_argument("--trl-batches", default="8", help="TRL per-device batch sizes ('' = skip TRL)")
     args = ap.parse_args()
     if args.tiny:
         args.prompt, args.completion = 48, 8
@@ -366,6 +381,7 @@ def main() -> None:
             if "lora_B" in n:
                 p.normal_(0, 0.02)
     state = lora_state(model)
+    set_input_cast(model, False)
     log(f"model built in {time.perf_counter() - t:.1f}s")
 
     max_apb = max(int(v.split(":")[1]) for v in args.variants.split(","))
@@ -381,10 +397,11 @@ def main() -> None:
     log(f"ours eval on {eval_pairs} pairs: {results['ours']['eval']}")
 
     def run_variant(name, spec, arts_, rc_, rr_):
-        kind, apb = spec.split(":")
+        kind, apb, *flag = spec.split(":")
         load_lora(model, state)
         try:
-            r = ours_train(model, arts_, rc_, rr_, cfg, device, int(apb), kind == "ckpt", args.steps, args.warmup, mcfg)
+            r = ours_train(model, arts_, rc_, rr_, cfg, device, int(apb), kind == "ckpt", args.steps, args.warmup, mcfg,
+                           peft_fp32=flag == ["peftfp32"])
         except torch.OutOfMemoryError:
             r = {"error": "OOM"}
         gc.collect()
@@ -438,8 +455,8 @@ def print_table(results: dict) -> None:
             continue
         print(f"| TRL DPOTrainer | {name}, precomputed ref | {v['step_s']:.3f} | {v['pairs_per_s']:.2f} | "
               f"{v['tokens_per_s']:.0f} | {v['peak_gib']:.1f} | {v['mfu']:.1%} | {v['pairs_per_s'] / best:.2f} |")
-    print(f"reference pass: ours {results['ours']['reference']['pairs_per_s']:.2f} pairs/s; TRL precompute "
-          + ", ".join(f"{k} {v['ref_precompute_pairs_per_s']:.2f}" for k, v in results["trl"].items() if "pairs_per_s" in v))
+    print(f"reference pass: ours {results['ours']['reference']['pairs_per_s']:.2f} pairs/s; TRL DPOTrainer construction incl. precompute "
+          + ", ".join(f"{k} {v['init_incl_ref_precompute_pairs_per_s']:.2f}" for k, v in results["trl"].items() if "pairs_per_s" in v))
     print(f"loss on the same pairs: ours {json.dumps(results['ours']['eval'])}")
     for k, v in results["trl"].items():
         if "eval" in v:

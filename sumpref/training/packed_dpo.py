@@ -38,7 +38,15 @@ import torch
 
 from sumpref.config import DPOConfig
 from sumpref.training.losses import DPOLossOutput, dpo_loss, preference_metrics
-from sumpref.training.packing import ArticleGroup, PackedBatch, PackedLogProbs, build_groups, make_microbatches, pack_groups
+from sumpref.training.packing import (
+    ArticleGroup,
+    PackedBatch,
+    PackedLogProbs,
+    build_groups,
+    disable_adapter_input_cast,
+    make_microbatches,
+    pack_groups,
+)
 from sumpref.training.refprobs import REF_COLUMNS
 
 CHECKPOINT_DIR = "checkpoints"
@@ -122,15 +130,22 @@ def lora_config(cfg: DPOConfig):
     )
 
 
+def compute_dtype(cfg: DPOConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on GPU with cfg.bf16 (base weights bf16, LoRA master weights fp32); None = fp32."""
+    return torch.bfloat16 if (cfg.bf16 and device.type == "cuda") else None
+
+
 def build_policy(model_path: str, cfg: DPOConfig, device: torch.device):
     """Base model (bf16 on GPU when cfg.bf16, else fp32) with a fresh LoRA adapter."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if (cfg.bf16 and device.type == "cuda") else torch.float32
+    dtype = compute_dtype(cfg, device) or torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, attn_implementation="sdpa")
     model.config.use_cache = False
     model = get_peft_model(model, lora_config(cfg))
+    if compute_dtype(cfg, device) is not None:
+        disable_adapter_input_cast(model)
     enable_checkpointing(model, cfg)
     return model.to(device)
 
@@ -289,7 +304,7 @@ def _scheduler(optimizer, cfg: DPOConfig, steps: int):
 
 def _wrap(model, cfg: DPOConfig, device, world: int, steps: int):
     """(scorer to call, engine or None, optimizer, scheduler) for plain / DDP / DeepSpeed runs."""
-    scorer = PackedLogProbs(model)
+    scorer = PackedLogProbs(model, compute_dtype(cfg, device))
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.deepspeed != "none":
         import deepspeed  # lazy: optional dependency

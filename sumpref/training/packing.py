@@ -218,25 +218,49 @@ class PackedLogProbs(nn.Module):
 
     Logits are computed only at the positions that predict a completion token: the prompt's
     positions never reach the vocabulary projection.
+
+    `autocast_dtype` (e.g. bfloat16 for a bf16 base with fp32 LoRA weights) runs the decoder under
+    autocast: pair it with `disable_adapter_input_cast(model)` so PEFT does not copy every
+    activation to fp32 for the adapter (see there).
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, autocast_dtype: torch.dtype | None = None):
         super().__init__()
         self.model = model
+        self.autocast_dtype = autocast_dtype
 
     def forward(self, input_ids, position_ids, segment_ids, pred_index, target_ids, token_owner, completion_tokens):
         decoder, head = _decoder_and_head(self.model)
-        hidden = decoder(
-            input_ids=input_ids,
-            position_ids=position_ids,
-            attention_mask=block_mask(segment_ids),
-            use_cache=False,
-        ).last_hidden_state
-        h = hidden.flatten(0, 1).index_select(0, pred_index)
-        logits = head(h).float()
+        with torch.autocast(input_ids.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            hidden = decoder(
+                input_ids=input_ids,
+                position_ids=position_ids,
+                attention_mask=block_mask(segment_ids),
+                use_cache=False,
+            ).last_hidden_state
+            h = hidden.flatten(0, 1).index_select(0, pred_index)
+            logits = head(h)
+        logits = logits.float()
         token_logp = logits.log_softmax(-1).gather(-1, target_ids[:, None]).squeeze(-1)
         out = torch.zeros(completion_tokens.numel(), dtype=token_logp.dtype, device=token_logp.device)
         return out.index_add(0, token_owner, token_logp)
+
+
+def disable_adapter_input_cast(model: nn.Module) -> int:
+    """Stop PEFT from casting each LoRA input to the adapter's fp32 dtype.
+
+    By default every LoRA layer copies its (bf16) input to fp32, runs the adapter in fp32 and adds
+    an fp32 result back: several extra passes over every projection's activations, and fp32 copies
+    kept for backward. Under autocast the adapter matmuls run in bf16 against the fp32 master
+    weights (cast once per forward, gradients still reach the fp32 weights). Returns the number
+    of layers changed."""
+    n = 0
+    for module in model.modules():
+        if hasattr(module, "lora_A") and hasattr(module, "_cast_input_dtype"):
+            module.cast_input_dtype_enabled = False
+            n += 1
+    return n
 
 
 def unpacked_logps(model: nn.Module, group: ArticleGroup) -> torch.Tensor:
