@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from sumpref.mcq import LETTERS, MCQ, UNSURE, ParseResult
 
 BLANK = "_____"
-N_LEAD_SENTENCES = 3  # lead sentences stand in for highlights; also a top-up when highlights are thin
+N_LEAD_SENTENCES = 3  # lead sentences top up thin highlights; without highlights 5 stand in for them
 CONTEXT_WINDOW = 12  # content words on each side of a blank / an option occurrence that count as context
 
 _PTB = {"-lrb-": "(", "-rrb-": ")", "-lsb-": "[", "-rsb-": "]", "-lcb-": "{", "-rcb-": "}", "``": '"', "''": '"'}
@@ -278,7 +278,8 @@ def build_cloze_questions(article: str, highlights: str | None, n_questions: int
     hl_sents: list[str] = []
     for line in (highlights or "").splitlines():
         hl_sents.extend(_sentences(line) or ([line.strip()] if line.strip() else []))
-    lead = _sentences(article)[:N_LEAD_SENTENCES]
+    # Without highlights the lead must carry all questions: take two more sentences of it.
+    lead = _sentences(article)[:N_LEAD_SENTENCES if hl_sents else N_LEAD_SENTENCES + 2]
     # Tiers, best first: names and numbers of the highlights, then of the lead; content words of
     # the highlights only when names and numbers run out (short, name-poor stories).
     tiers = [
@@ -286,7 +287,7 @@ def build_cloze_questions(article: str, highlights: str | None, n_questions: int
         lambda: _items(lead, proper, pool, article_text),
     ]
     if proper is not None:
-        tiers.append(lambda: _items(hl_sents, None, _article_pool(article, None), article_text, kinds={"WORD"}))
+        tiers.append(lambda: _items(hl_sents or lead, None, _article_pool(article, None), article_text, kinds={"WORD"}))
 
     rng = random.Random(seed)
     chosen: list[MCQ] = []

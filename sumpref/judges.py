@@ -44,6 +44,17 @@ def _parse_llm_mcq(text: str, n: int) -> ParseResult:
     return parse_mcq_text(text, n)
 
 
+def _constraint(cfg: JudgeConfig, backend, schema: dict, template: str) -> dict:
+    """Constrained output wherever the backend supports it: a JSON schema, else a line template."""
+    if not cfg.constrained:
+        return {}
+    if getattr(backend, "supports_json_schema", False):
+        return {"json_schema": schema}
+    if getattr(backend, "supports_template", False):
+        return {"template": template}
+    return {}
+
+
 class QuestionWriter:
     """Shard worker: article rows (`id, article, highlights`) -> question rows."""
 
@@ -63,8 +74,8 @@ class QuestionWriter:
             results = [build_cloze_questions(r["article"], r.get("highlights"), n, self.seed) for r in rows]
             stats = BackendStats()
         else:
-            schema = mcq_json_schema(n) if self.cfg.constrained and getattr(self.backend, "supports_json_schema", False) else None
-            params = SamplingParams(n=1, temperature=0.0, max_new_tokens=self.cfg.mcq_max_new_tokens, json_schema=schema)
+            params = SamplingParams(n=1, temperature=0.0, max_new_tokens=self.cfg.mcq_max_new_tokens,
+                                    **_constraint(self.cfg, self.backend, mcq_json_schema(n), f"mcq:{n}"))
             gens = self.backend.generate([mcq_messages(r["article"], n) for r in rows], params)
             results = []
             for r, g in zip(rows, gens):
@@ -100,8 +111,8 @@ class SummaryJudge:
             answers = [answer_from_summary(q, r["summary"] or "") for q, r in zip(qs, rows)]
             stats = BackendStats()
         else:
-            schema = judge_json_schema(n) if self.cfg.constrained and getattr(self.backend, "supports_json_schema", False) else None
-            params = SamplingParams(n=1, temperature=0.0, max_new_tokens=self.cfg.answer_max_new_tokens, json_schema=schema)
+            params = SamplingParams(n=1, temperature=0.0, max_new_tokens=self.cfg.answer_max_new_tokens,
+                                    **_constraint(self.cfg, self.backend, judge_json_schema(n), f"judge:{n}"))
             gens = self.backend.generate([judge_messages(q, r["summary"] or "") for q, r in zip(qs, rows)], params)
             answers = []
             for i, g in enumerate(gens):

@@ -24,6 +24,9 @@ class SamplingParams:
     seed: int = 0
     # A JSON schema the output must follow, where the backend can constrain decoding.
     json_schema: dict | None = None
+    # A line-format template ("judge:5", "mcq:5", see sumpref.constrained) for backends that
+    # constrain decoding that way instead (transformers).
+    template: str | None = None
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Transformers backend: batched, left-padded generation with n samples per prompt, CPU or GPU.
 
 Cheap to construct and pickle; `load()` reads weights (and a LoRA adapter, if configured).
-Constrained (JSON-schema) decoding is not available here: `params.json_schema` is ignored and
-the callers' parsers handle free text.
+JSON-schema decoding is not available here (`params.json_schema` is ignored); the judge and
+question formats are enforced instead with `params.template` (`sumpref.constrained`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sumpref.config import BackendConfig
 
 class TransformersBackend:
     supports_json_schema = False
+    supports_template = True  # sumpref.constrained line templates through prefix_allowed_tokens_fn
 
     def __init__(self, cfg: BackendConfig, num_threads: int | None = None):
         self.cfg = cfg
@@ -22,6 +23,7 @@ class TransformersBackend:
         self.stats = BackendStats()
         self._model = None
         self._tok = None
+        self._constraints: dict = {}
 
     def __getstate__(self) -> dict:  # ship config only; weights load where the work runs
         return {"cfg": self.cfg, "num_threads": self.num_threads}
@@ -74,6 +76,15 @@ class TransformersBackend:
             self.stats.gpu_seconds += time.perf_counter() - t0
         return out
 
+    def _constraint(self, spec: str):
+        from sumpref.constrained import TemplateConstraint, make_template
+
+        if spec not in self._constraints:
+            eos = self._model.generation_config.eos_token_id
+            eos = eos[0] if isinstance(eos, list) else (eos if eos is not None else self._tok.eos_token_id)
+            self._constraints[spec] = TemplateConstraint(self._tok, make_template(spec), eos)
+        return self._constraints[spec]
+
     def _generate_shared_prefix(self, prompts: list[Messages], params: SamplingParams) -> list[list[Generation]]:
         """n samples per prompt, each prompt prefilled once (`prefix_sampling`)."""
         from sumpref.backends.prefix_sampling import sample_shared_prefix
@@ -107,6 +118,8 @@ class TransformersBackend:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.template:
+            kwargs["prefix_allowed_tokens_fn"] = self._constraint(params.template).prefix_fn(enc["input_ids"].shape[1])
         with torch.inference_mode():
             seqs = model.generate(**enc, **kwargs)
         new = seqs[:, enc["input_ids"].shape[1]:]
