@@ -17,7 +17,7 @@ that alone). Each optimizer step averages the per-pair losses over all pairs of 
 
 Config fields read with defaults because `DPOConfig` does not have them yet: `length_normalize`
 (False), `warmup_ratio` (0.0), `weight_decay` (0.0), `merge_adapter` (False),
-`save_total_limit` (2), `max_tokens_per_batch` (None).
+`save_total_limit` (2), `max_tokens_per_batch` (None), `max_grad_norm` (1.0).
 """
 
 from __future__ import annotations
@@ -347,6 +347,8 @@ def train_packed_dpo(
     data = load_pair_data(pairs_path, tok, cfg.max_length)
     if not data.groups:
         raise ValueError(f"{pairs_path}: no trainable pairs ({data.dropped} dropped)")
+    if cfg.deepspeed == "zero3" and _opt(cfg, "merge_adapter", False):
+        raise ValueError("merge_adapter with deepspeed=zero3 would gather the whole base model: merge from the saved adapter afterwards")
     steps = total_steps(data.groups, cfg, world)
     model = build_policy(model_path, cfg, device)
     scorer, engine, optimizer, scheduler = _wrap(model, cfg, device, world, steps)
@@ -368,6 +370,7 @@ def train_packed_dpo(
         next(stream)
 
     model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
     accum: list[DPOLossOutput] = []
     last: dict = {}
     t0, pairs_seen, tokens_seen, epoch = time.perf_counter(), 0, 0, 0
@@ -381,13 +384,17 @@ def train_packed_dpo(
             rows = torch.tensor(batch.rows)
             res = packed_dpo_loss(scorer, batch.to(device), data.ref_chosen[rows], data.ref_rejected[rows], cfg)
             loss = res.losses.sum() / step_pairs
-            (engine.backward(loss) if engine is not None else loss.backward())
             if engine is not None:
-                engine.step()  # DeepSpeed counts micro-steps itself and steps at the boundary
+                # DeepSpeed divides by its accumulation count itself; our loss is already a step mean.
+                engine.backward(loss * cfg.gradient_accumulation_steps)
+                engine.step()  # counts micro-steps and steps the optimizer at the boundary
+            else:
+                loss.backward()
             accum.append(res)
             pairs_seen += len(batch.rows)
             tokens_seen += int((batch.segment_ids >= 0).sum())
         if engine is None:
+            torch.nn.utils.clip_grad_norm_(trainable, _opt(cfg, "max_grad_norm", 1.0))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -414,7 +421,14 @@ def train_packed_dpo(
 
     metrics = {"steps": steps, "resumed_from": start, "pairs": sum(len(g.pairs) for g in data.groups),
                "articles": len(data.groups), "dropped_pairs": data.dropped, "last": last}
-    if rank == 0:
+    if cfg.deepspeed == "zero3":
+        import deepspeed
+
+        # Partitioned adapter weights: every rank joins the gather, rank 0 writes.
+        with deepspeed.zero.GatheredParameters([p for p in model.parameters() if p.requires_grad]):
+            if rank == 0:
+                _save_outputs(model, tok, out, model_path, cfg, metrics, engine)
+    elif rank == 0:
         _save_outputs(model, tok, out, model_path, cfg, metrics, engine)
     if writer is not None:
         writer.close()

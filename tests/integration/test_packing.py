@@ -158,3 +158,23 @@ def test_killed_run_resumes_to_the_same_adapter(ref_pairs, model_path, tmp_path)
     b = load_file(killed / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     assert max(_rel(b[k], a[k]) for k in a if a[k].abs().sum() > 0) <= 1e-5
+
+
+def test_reference_stage_fans_out_over_ray_actors(ref_pairs, model_path, tmp_path):
+    pytest.importorskip("ray")
+    src = tmp_path / "pairs.parquet"
+    _pairs_frame().to_parquet(src, index=False)
+    out = compute_reference_logps(str(src), model_path, str(tmp_path / "ray_ref.parquet"), max_length=256,
+                                  num_replicas=2, use_gpu=False)  # one actor per article shard
+    a, b = pd.read_parquet(ref_pairs), pd.read_parquet(out)
+    for col in ("ref_chosen_logp", "ref_rejected_logp"):
+        assert b[col].tolist() == pytest.approx(a[col].tolist(), rel=1e-5)
+
+
+def test_deepspeed_configs_fill_every_auto():
+    from sumpref.training.ray_train import deepspeed_config
+
+    for stage in ("zero2", "zero3"):
+        ds = deepspeed_config(DPOConfig(deepspeed=stage, bf16=True, use_gpu=True, gradient_accumulation_steps=4), 2)
+        assert ds["zero_optimization"]["stage"] == int(stage[-1])
+        assert ds["train_batch_size"] == 8 and ds["bf16"]["enabled"] is True
