@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger  # noqa: E402
 from sumpref.config import ConfigError, RunConfig, load_config  # noqa: E402
 from tasks.report import publish_report  # noqa: E402
 from tasks.stages import (build_pairs, evaluate, judge_summaries, load_articles, merge_adapter,  # noqa: E402
-                          sample_summaries, train_dpo, write_questions)
+                          reference_logprobs, sample_summaries, train_dpo, write_questions)
 
 
 @flow(name="sumpref-full-pipeline")
@@ -34,7 +34,8 @@ def full_pipeline(config: RunConfig = RunConfig()) -> str:
         samples = sample_summaries(cfg, articles, questions, policy)
         judged = judge_summaries(cfg, questions, samples, cfg.judge)
         pairs = build_pairs(cfg, judged)
-        adapter = train_dpo(cfg, pairs, policy.model)
+        refprobs = reference_logprobs(cfg, pairs, policy.model) if cfg.dpo.trainer == "packed" else None
+        adapter = train_dpo(cfg, pairs, policy.model, refprobs)
         adapters.append(adapter)
         upstream.update({f"samples_r{rnd}": samples, f"judged_r{rnd}": judged, f"pairs_r{rnd}": pairs})
         tuned = policy.model_copy(update={"adapter": str(adapter.path / "adapter")})

@@ -44,6 +44,10 @@ class BackendConfig(Strict):
     max_retries: int = Field(6, ge=0)
     usd_per_1m_prompt_tokens: float = Field(0.0, ge=0)
     usd_per_1m_output_tokens: float = Field(0.0, ge=0)
+    usd_per_gpu_hour: float = Field(0.0, ge=0, description="for GPU-second cost accounting")
+    # vLLM engine.
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_lora_rank: int = Field(64, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "BackendConfig":
@@ -131,6 +135,15 @@ class DPOConfig(Strict):
     save_steps: int = Field(200, ge=1)
     report_to: tuple[str, ...] = ()
     seed: int = 0
+    # Packed trainer (dpo.trainer == "packed").
+    length_normalize: bool = Field(False, description="divide sequence log-probs by token count")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    merge_adapter: bool = Field(False, description="also write base+adapter merged")
+    save_total_limit: int = Field(2, ge=1)
+    max_tokens_per_batch: int | None = Field(None, ge=64)
+    ref_replicas: int = Field(1, ge=1, description="Ray actors computing reference log-probs")
 
 
 class EvalConfig(Strict):

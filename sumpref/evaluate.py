@@ -98,8 +98,9 @@ def render_report(report: dict) -> str:
                      f"({w['wins']} wins, {w['ties']} ties, {w['losses']} losses of {w['n']})")
     lines += ["", "## DPO", ""]
     for i, t in enumerate(report["training"], 1):
+        loss = t.get("train_loss")
         lines.append(f"- round {i}: {t.get('pairs_train')} train / {t.get('pairs_valid')} validation pairs, "
-                     f"{t.get('steps')} steps, final training loss {t.get('train_loss'):.4f}"
+                     f"{t.get('steps')} steps, final training loss " + (f"{loss:.4f}" if loss is not None else "n/a")
                      + (f", eval reward accuracy {t['eval_rewards/accuracies']:.2f}" if 'eval_rewards/accuracies' in t else ""))
     lines += ["", "## Rows dropped or flagged, by stage and reason", "", "| stage | reason | count |", "|---|---|---|"]
     for stage, counts in report["drops"].items():

@@ -163,18 +163,57 @@ def _empty_drops():
                      "reason": pa.array([], pa.string())})
 
 
-def train_stage(cfg: RunConfig, pairs: ArtifactRef, base_model: str) -> ArtifactRef:
-    """LoRA adapter trained with DPO on the pairs; `base_model` is also the reference."""
+def refprobs_stage(cfg: RunConfig, pairs: ArtifactRef, base_model: str) -> ArtifactRef:
+    """Reference log-probs of every chosen/rejected, computed once (shared-prompt packing) and
+    stored as columns next to the training pairs, so training never runs the reference model."""
     from sumpref.models import resolve_model
-    from sumpref.training.dpo import launch_training
+    from sumpref.training.refprobs import compute_reference_logps
 
     def produce(out: Path) -> dict:
+        compute_reference_logps(str(pairs.path / "train.parquet"), resolve_model(base_model), str(out / "train.parquet"),
+                                max_length=cfg.dpo.max_length, num_replicas=cfg.dpo.ref_replicas, use_gpu=cfg.dpo.use_gpu or None,
+                                dtype="bfloat16" if cfg.dpo.bf16 else "auto")
+        rows = read_table(out / "train.parquet")
+        bad = sum(1 for r in rows if r["ref_chosen_logp"] != r["ref_chosen_logp"])  # NaN: could not be scored
+        return {"rows": len(rows), "drops": {"unscorable": bad} if bad else {}}
+
+    return run_stage(cfg.root, "refprobs", {"base_model": base_model, "max_length": cfg.dpo.max_length,
+                                            "bf16": cfg.dpo.bf16}, [pairs], "1", produce)
+
+
+def train_stage(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: ArtifactRef | None = None) -> ArtifactRef:
+    """LoRA adapter trained with DPO on the pairs; `base_model` is also the reference.
+
+    `dpo.trainer`: `trl` (TRL's DPOTrainer) or `packed` (ours; needs the `refprobs` artifact).
+    """
+    from sumpref.models import resolve_model
+
+    def produce(out: Path) -> dict:
+        model = resolve_model(base_model)
+        if cfg.dpo.trainer == "packed":
+            if refprobs is None:
+                raise ValueError("dpo.trainer 'packed' needs the reference log-prob stage output")
+            from sumpref.training.packed_dpo import train_packed_dpo
+            from sumpref.training.ray_train import train_packed_dpo_ray
+
+            data = str(refprobs.path / "train.parquet")
+            if cfg.dpo.num_workers > 1:
+                train_packed_dpo_ray(data, model, str(out / "adapter"), cfg.dpo)
+            else:
+                train_packed_dpo(data, model, str(out / "adapter"), cfg.dpo)
+            metrics = json.loads((out / "adapter" / "metrics.json").read_text())
+            metrics.update(pairs_train=metrics.get("pairs", refprobs.rows), pairs_valid=0,
+                           train_loss=(metrics.get("last") or {}).get("loss"))
+            return {"rows": refprobs.rows, **metrics}
+        from sumpref.training.dpo import launch_training
+
         train = read_table(pairs.path / "train.parquet")
         valid = read_table(pairs.path / "valid.parquet")
-        metrics = launch_training(train, valid, resolve_model(base_model), str(out), cfg.dpo)
+        metrics = launch_training(train, valid, model, str(out), cfg.dpo)
         return {"rows": len(train), **{k: v for k, v in metrics.items() if k != "log_history"}}
 
-    return run_stage(cfg.root, "dpo", {"dpo": cfg.dpo.model_dump(), "base_model": base_model}, [pairs], "1", produce)
+    upstream = [pairs] + ([refprobs] if refprobs is not None else [])
+    return run_stage(cfg.root, "dpo", {"dpo": cfg.dpo.model_dump(), "base_model": base_model}, upstream, "1", produce)
 
 
 def merge_stage(cfg: RunConfig, base_model: str, adapter: ArtifactRef) -> ArtifactRef:

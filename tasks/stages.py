@@ -89,10 +89,17 @@ def build_pairs(cfg: RunConfig, judged: ArtifactRef) -> ArtifactRef:
     return stages.pairs_stage(cfg, judged)
 
 
+@task(name="reference-logprobs", **_gen(lambda i: {"root": i["cfg"].root, "pairs": i["pairs"], "base": i["base_model"],
+                                                    "max_length": i["cfg"].dpo.max_length, "bf16": i["cfg"].dpo.bf16}))
+def reference_logprobs(cfg: RunConfig, pairs: ArtifactRef, base_model: str) -> ArtifactRef:
+    return stages.refprobs_stage(cfg, pairs, base_model)
+
+
 @task(name="train-dpo", persist_result=True, retries=1, retry_delay_seconds=30,
-      cache_policy=slice_cache(lambda i: {"root": i["cfg"].root, "dpo": i["cfg"].dpo, "pairs": i["pairs"], "base": i["base_model"]}))
-def train_dpo(cfg: RunConfig, pairs: ArtifactRef, base_model: str) -> ArtifactRef:
-    return stages.train_stage(cfg, pairs, base_model)
+      cache_policy=slice_cache(lambda i: {"root": i["cfg"].root, "dpo": i["cfg"].dpo, "pairs": i["pairs"], "base": i["base_model"],
+                                          "refprobs": i.get("refprobs")}))
+def train_dpo(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: ArtifactRef | None = None) -> ArtifactRef:
+    return stages.train_stage(cfg, pairs, base_model, refprobs)
 
 
 @task(name="merge-adapter", persist_result=True,

@@ -69,3 +69,14 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
     states = task_states(changed)
     recomputed = {name.rsplit("-", 1)[0] for name, s in states.items() if s != "Cached"}
     assert recomputed == {"train-dpo", "evaluate", "publish-report"}, states
+
+    # Our packed trainer: reference log-probs become their own cached stage, then training.
+    packed = full_pipeline(tiny_config(root, dpo={"trainer": "packed"}), return_state=True)
+    assert packed.is_completed()
+    ref_dir = next((root / "refprobs").iterdir())
+    import pyarrow.parquet as pq
+
+    cols = pq.read_schema(ref_dir / "train.parquet").names
+    assert {"ref_chosen_logp", "ref_rejected_logp"} <= set(cols)
+    report = json.loads((root.joinpath(packed.result()).parent / "report.json").read_text())
+    assert report["training"][0]["steps"] == 2 and report["training"][0]["train_loss"] is not None
