@@ -48,19 +48,24 @@ def full_pipeline(config: RunConfig = RunConfig()) -> str:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def cli(doc: str, argv: list[str] | None, run, extra=lambda ap: None) -> int:
+    """Shared command line: `--config recipe.yaml [section.field=value ...]`; exit 2 on a bad config."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML recipe (default: built-in defaults: hub CNN/DM, embedded model)")
     ap.add_argument("overrides", nargs="*", help="section.field=value")
+    extra(ap)
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    path = full_pipeline(cfg)
-    print(f"\nReport: {path}")
+    print(f"\nReport: {run(cfg, args)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(__doc__, argv, lambda cfg, _: full_pipeline(cfg))
 
 
 if __name__ == "__main__":

@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from prefect import flow
 
-from flows.full_pipeline import full_pipeline
-from sumpref.config import ConfigError, RunConfig, load_config
+from flows.full_pipeline import cli, full_pipeline
+from sumpref.config import RunConfig
 
 
 @flow(name="sumpref-iterative-dpo")
@@ -23,18 +22,8 @@ def iterative_dpo(config: RunConfig = RunConfig(), rounds: int = 2) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"\nReport: {iterative_dpo(cfg, args.rounds)}")
-    return 0
+    return cli(__doc__, argv, lambda cfg, args: iterative_dpo(cfg, args.rounds),
+               extra=lambda ap: ap.add_argument("--rounds", type=int, default=2))
 
 
 if __name__ == "__main__":
