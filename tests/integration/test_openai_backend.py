@@ -41,7 +41,7 @@ def _backend(base_url: str, **over):
     from sumpref.backends.openai_http import OpenAIBackend
 
     fields = dict(backend="openai", model="local", base_url=base_url, api_key_env=KEY_ENV, max_concurrency=3,
-                  request_timeout_s=4.0, max_retries=3, usd_per_1m_prompt_tokens=1.0, usd_per_1m_output_tokens=2.0)
+                  request_timeout_s=20.0, max_retries=3, usd_per_1m_prompt_tokens=1.0, usd_per_1m_output_tokens=2.0)
     fields.update(over)
     return OpenAIBackend(BackendConfig(**fields), backoff_base_s=0.05, backoff_max_s=0.3)
 
@@ -109,7 +109,9 @@ def test_faults_are_retried_counted_and_rows_stay_in_place(server):
     prompts += [_msgs(f"[faults:always503] Summarize: {ARTICLE}"), _msgs(f"[faults:400] Summarize: {ARTICLE}")]
     direct = _backend(server.base_url).generate(prompts[: len(ROWS)], GREEDY)
 
-    with FaultProxy(server.port, hold_s=5.0, retry_after="1") as proxy:
+    # The held connection must outlast the client's timeout; the timeout itself is generous so that
+    # a slow, loaded CI machine queueing real generations never times out a healthy request.
+    with FaultProxy(server.port, hold_s=25.0, retry_after="1") as proxy:
         be = _backend(proxy.base_url)
         out = be.generate(prompts, GREEDY)
 
