@@ -28,7 +28,7 @@ demo: setup
 	$(BIN)/python -m flows.full_pipeline --config configs/demo.yaml
 
 test: setup
-	$(BIN)/python -m pytest tests -m "not gpu" -q
+	$(BIN)/python -m pytest tests -m "not gpu" -q --durations=15
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit -q
