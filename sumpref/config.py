@@ -151,7 +151,8 @@ class EvalConfig(Strict):
     judge: JudgeConfig | None = Field(None, description="evaluation judge; None = the training judge")
     bootstrap_samples: int = Field(1000, ge=10)
     max_words: int = Field(200, ge=2, description="longer summaries count as too long")
-    openai_model: str | None = Field("gpt-4o", description="extra baseline when OPENAI_API_KEY is set")
+    openai_model: str | None = Field("gpt-4o", description="extra baseline when $OPENAI_API_KEY is set (None: never)")
+    openai_base_url: str = "https://api.openai.com/v1"
     seed: int = 0
 
 

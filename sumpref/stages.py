@@ -233,6 +233,16 @@ def merge_stage(cfg: RunConfig, base_model: str, adapter: ArtifactRef) -> Artifa
     return run_stage(cfg.root, "merged", {"base_model": base_model}, [adapter], "1", produce)
 
 
+def reference_models(cfg: RunConfig) -> dict[str, BackendConfig]:
+    """Extra evaluation baselines: `eval.openai_model` (e.g. GPT-4o) when an OpenAI key is set."""
+    import os
+
+    if not cfg.eval.openai_model or not os.environ.get("OPENAI_API_KEY"):
+        return {}
+    return {cfg.eval.openai_model: BackendConfig(backend="openai", model=cfg.eval.openai_model, base_url=cfg.eval.openai_base_url,
+                                                 batch_size=16, max_concurrency=8)}
+
+
 def eval_stage(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRef, tuned: BackendConfig,
                adapters: list[ArtifactRef], upstream_refs: dict[str, ArtifactRef]) -> ArtifactRef:
     """Greedy summaries of held-out articles from base and tuned, judged; report.md/json/png."""
@@ -241,7 +251,7 @@ def eval_stage(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRe
     from sumpref.sampling import Summarizer
 
     judge = cfg.eval.judge or cfg.judge
-    models = {"base": cfg.policy, "tuned": tuned}
+    models = {"base": cfg.policy, "tuned": tuned, **reference_models(cfg)}
 
     def produce(out: Path) -> dict:
         qmap = {q["article_id"]: q["questions"] for q in _question_rows(eval_questions) if q["questions"]}
@@ -262,7 +272,8 @@ def eval_stage(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRe
         report = {
             "run_name": cfg.name, "eval_articles": len(rows), "judge": judge.kind if judge.kind == "cloze" else judge.backend.model,
             "models": {m: model_metrics(judged[m], cfg.eval.max_words, cfg.eval.bootstrap_samples, cfg.eval.seed) for m in models},
-            "win_rates": {"tuned vs base": win_rate(judged["tuned"], judged["base"], cfg.pairs, cfg.eval.bootstrap_samples, cfg.eval.seed)},
+            "win_rates": {f"{m} vs base": win_rate(judged[m], judged["base"], cfg.pairs, cfg.eval.bootstrap_samples, cfg.eval.seed)
+                          for m in models if m != "base"},
             "training": [a.meta()["info"] for a in adapters],
             "drops": {name: ref.meta()["info"].get("drops", {}) for name, ref in upstream_refs.items()},
             "accounting": {**{name: ref.meta()["info"].get("backend", {}) for name, ref in upstream_refs.items()

@@ -108,7 +108,7 @@ def merge_adapter(cfg: RunConfig, base_model: str, adapter: ArtifactRef) -> Arti
     return stages.merge_stage(cfg, base_model, adapter)
 
 
-@task(name="evaluate", **_gen(lambda i: i))
+@task(name="evaluate", **_gen(lambda i: {**i, "baselines": sorted(stages.reference_models(i["cfg"]))}))
 def evaluate(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRef, tuned: BackendConfig,
              adapters: list[ArtifactRef], upstream: dict[str, ArtifactRef]) -> ArtifactRef:
     _secrets(cfg.policy, tuned, (cfg.eval.judge or cfg.judge).backend)

@@ -46,3 +46,15 @@ def test_report_renders_every_metric():
            "drops": {"articles": {"empty_article": 2}}, "accounting": {}, "artifacts": {}}
     md = render_report(rep)
     assert "| Accuracy >= 3 |" in md and "| articles | empty_article | 2 |" in md and "100.0%" in md
+
+
+def test_gpt4o_baseline_only_with_a_key(monkeypatch):
+    from sumpref.config import RunConfig
+    from sumpref.stages import reference_models
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert reference_models(RunConfig()) == {}
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    extra = reference_models(RunConfig())
+    assert list(extra) == ["gpt-4o"] and extra["gpt-4o"].backend == "openai"
+    assert reference_models(RunConfig.model_validate({"eval": {"openai_model": None}})) == {}
