@@ -404,6 +404,8 @@ def train_packed_dpo(
             dt = time.perf_counter() - t0
             last = {"step": done, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **preference_metrics(merged),
                     "pairs_per_s": pairs_seen / dt, "tokens_per_s": tokens_seen / dt}
+            if device.type == "cuda":
+                last["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             accum, t0, pairs_seen, tokens_seen = [], time.perf_counter(), 0, 0
             if rank == 0:
                 with log_path.open("a") as f:
