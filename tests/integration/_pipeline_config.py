@@ -7,9 +7,10 @@ from sumpref.config import RunConfig, config_from_dict
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def tiny_config(root: Path, **sections) -> RunConfig:
+def tiny_config(root: Path, iterations: int = 1, **sections) -> RunConfig:
     data = {
         "name": "it",
+        "iterations": iterations,
         "root": str(root),
         "policy": {"batch_size": 12, "num_cpus": 1},
         "judge": {"kind": "cloze"},

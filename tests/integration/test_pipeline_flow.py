@@ -70,13 +70,21 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
     recomputed = {name.rsplit("-", 1)[0] for name, s in states.items() if s != "Cached"}
     assert recomputed == {"train-dpo", "evaluate", "publish-report"}, states
 
-    # Our packed trainer: reference log-probs become their own cached stage, then training.
-    packed = full_pipeline(tiny_config(root, dpo={"trainer": "packed"}), return_state=True)
+    # Iterative DPO with our packed trainer: reference log-probs are their own cached stage; round
+    # 1's sampling comes from cache (same inputs), round 2 samples from the merged round-1 policy
+    # and trains against it as the reference.
+    packed = full_pipeline(tiny_config(root, iterations=2, dpo={"trainer": "packed"}), return_state=True)
     assert packed.is_completed()
-    ref_dir = next((root / "refprobs").iterdir())
     import pyarrow.parquet as pq
 
-    cols = pq.read_schema(ref_dir / "train.parquet").names
-    assert {"ref_chosen_logp", "ref_rejected_logp"} <= set(cols)
+    ref_dirs = sorted((root / "refprobs").iterdir())
+    assert len(ref_dirs) == 2  # one per round
+    assert {"ref_chosen_logp", "ref_rejected_logp"} <= set(pq.read_schema(ref_dirs[0] / "train.parquet").names)
     report = json.loads((root.joinpath(packed.result()).parent / "report.json").read_text())
-    assert report["training"][0]["steps"] == 2 and report["training"][0]["train_loss"] is not None
+    assert [t["steps"] for t in report["training"]] == [2, 2] and report["training"][1]["train_loss"] is not None
+    merged = next((root / "merged").iterdir())
+    samples_meta = [json.loads((d / "meta.json").read_text()) for d in (root / "samples").iterdir()]
+    assert any(m["config"]["policy"]["model"] == str(merged / "model") for m in samples_meta)
+    states = task_states(packed)
+    sampling = sorted(s for n, s in states.items() if n.startswith("sample-summaries"))
+    assert sampling == ["Cached", "Completed"], states
