@@ -26,8 +26,9 @@ def build_deployments(config_path: str = "configs/demo.yaml", nightly_cron: str 
     return [
         full_pipeline.to_deployment(name="pipeline", parameters={"config": cfg}, tags=["sumpref"],
                                     description="Full pipeline; edit the config in the run form."),
-        iterative_dpo.to_deployment(name="nightly-iterative-dpo", cron=nightly_cron, parameters={"config": cfg, "rounds": rounds},
-                                    tags=["sumpref", "nightly"], description="Nightly on-policy iterative DPO."),
+        iterative_dpo.to_deployment(name="nightly-iterative-dpo", cron=nightly_cron, parameters={"config": cfg, "rounds": rounds, "fresh_articles": True},
+                                    tags=["sumpref", "nightly"],
+                                    description="Nightly on-policy iterative DPO on that day's article sample."),
     ]
 
 

@@ -15,34 +15,47 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sumpref")
 
 from prefect import flow, get_run_logger  # noqa: E402
 
+from sumpref.artifacts import SUCCESS  # noqa: E402
 from sumpref.config import ConfigError, RunConfig, load_config  # noqa: E402
 from tasks.report import publish_report  # noqa: E402
 from tasks.stages import (build_pairs, evaluate, judge_summaries, load_articles, merge_adapter,  # noqa: E402
                           reference_logprobs, sample_summaries, train_dpo, write_questions)
 
 
+def live(task, *args):
+    """Call a cached task; if its cached result points at an artifact that is gone (a deleted
+    folder), run it again without the cache: the stage rebuilds only what is missing."""
+    ref = task(*args)
+    if not (ref.path / SUCCESS).exists():
+        get_run_logger().warning("%s: cached artifact %s is missing; recomputing", task.name, ref.uri)
+        ref = task.with_options(refresh_cache=True)(*args)
+    return ref
+
+
 @flow(name="sumpref-full-pipeline")
 def full_pipeline(config: RunConfig = RunConfig()) -> str:
     """Run every stage; return the path of report.md. Finished stages are reused from cache."""
     cfg = config
-    articles = load_articles(cfg)
-    questions = write_questions(cfg, articles, cfg.judge)
-    eval_questions = questions if cfg.eval.judge is None else write_questions(cfg, articles, cfg.eval.judge, "eval")
+    articles = live(load_articles, cfg)
+    questions = live(write_questions, cfg, articles, cfg.judge)
     policy = cfg.policy
     adapters, upstream = [], {"articles": articles, "questions": questions}
+    eval_questions = questions
+    if cfg.eval.judge is not None:
+        eval_questions = upstream["eval_questions"] = live(write_questions, cfg, articles, cfg.eval.judge, "eval")
     for rnd in range(1, cfg.iterations + 1):
-        samples = sample_summaries(cfg, articles, questions, policy)
-        judged = judge_summaries(cfg, questions, samples, cfg.judge)
-        pairs = build_pairs(cfg, judged)
-        refprobs = reference_logprobs(cfg, pairs, policy.model) if cfg.dpo.trainer == "packed" else None
-        adapter = train_dpo(cfg, pairs, policy.model, refprobs)
+        samples = live(sample_summaries, cfg, articles, questions, policy)
+        judged = live(judge_summaries, cfg, questions, samples, cfg.judge)
+        pairs = live(build_pairs, cfg, judged)
+        refprobs = live(reference_logprobs, cfg, pairs, policy.model) if cfg.dpo.trainer == "packed" else None
+        adapter = live(train_dpo, cfg, pairs, policy.model, refprobs)
         adapters.append(adapter)
         upstream.update({f"samples_r{rnd}": samples, f"judged_r{rnd}": judged, f"pairs_r{rnd}": pairs})
         tuned = policy.model_copy(update={"adapter": str(adapter.path / "adapter")})
         if rnd < cfg.iterations:
-            merged = merge_adapter(cfg, policy.model, adapter)
+            merged = live(merge_adapter, cfg, policy.model, adapter)
             policy = policy.model_copy(update={"model": str(merged.path / "model"), "adapter": None})
-    report = evaluate(cfg, articles, eval_questions, tuned, adapters, upstream)
+    report = live(evaluate, cfg, articles, eval_questions, tuned, adapters, upstream)
     path = publish_report(report)
     get_run_logger().info("Report: %s", path)
     return path

@@ -70,7 +70,14 @@ class JudgeConfig(Strict):
     n_questions: int = Field(5, ge=1, le=10)
     constrained: bool = Field(True, description="JSON-constrained output where the backend supports it")
     mcq_max_new_tokens: int = Field(1024, ge=16)
-    answer_max_new_tokens: int = Field(64, ge=8)
+    answer_max_new_tokens: int = Field(96, ge=8)
+
+    @model_validator(mode="after")
+    def _budget(self) -> "JudgeConfig":
+        if self.answer_max_new_tokens < 12 * self.n_questions:
+            raise ValueError(f"answer_max_new_tokens must be >= 12 x n_questions = {12 * self.n_questions} "
+                             "(a cut-off answer list turns the last answers into Unsure)")
+        return self
 
 
 class DataConfig(Strict):

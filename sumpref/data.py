@@ -2,7 +2,7 @@
 
 Columns in (configurable names): `id`, `article`, optional `highlights`.
 Columns out (`articles.parquet`): `id, article, highlights, split ("train"|"eval"), truncated,
-n_words, source`. Every row that is not kept is recorded in `drops.parquet` with its reason
+n_words, orig_words, source`. Every row that is not kept is recorded in `drops.parquet` with its reason
 (`invalid_utf8`, `invalid_json`, `missing_article`, `empty_article`, `too_short`,
 `duplicate_id`, `duplicate_text`, `format_filtered`); counts per reason go into stage metadata.
 A source that cannot be used at all (missing file, no article column) is an error raised before
@@ -54,6 +54,24 @@ def local_files(source: str) -> list[Path] | None:
     if not files:
         raise DataError(f"data.source: {source!r} matches no .jsonl/.parquet files")
     return files
+
+
+def source_fingerprint(cfg: DataConfig) -> list[tuple[str, str]] | None:
+    """Content hashes of the local files `cfg.source` names (None for a hub dataset), so that an
+    edited or added file, or a relative glob resolved elsewhere, is a different input."""
+    import hashlib
+
+    files = local_files(cfg.source)
+    if files is None:
+        return None
+    out = []
+    for f in files:
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        out.append((f.name, h.hexdigest()[:16]))
+    return out
 
 
 def _iter_jsonl(path: Path, drops: list[dict]) -> Iterator[tuple[int, dict]]:
@@ -181,6 +199,7 @@ def truncate_articles(rows: list[dict], tokenizer, max_tokens: int) -> None:
     """Cut articles longer than `max_tokens` tokens (in place); flag them `truncated`."""
     for r in rows:
         text = r["article"]
+        r["orig_words"] = len(text.split())  # compression is measured against the full article
         # A cheap character cap first, so a pathological 200k-character row costs no more to
         # tokenize than a normal one (no tokenizer packs more than ~12 chars per token here).
         capped = text[: max_tokens * 12]

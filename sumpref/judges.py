@@ -16,7 +16,7 @@ import json
 import random
 
 from sumpref.backends import make_backend
-from sumpref.backends.base import BackendStats, SamplingParams
+from sumpref.backends.base import BackendStats, SamplingParams, raise_if_transient
 from sumpref.config import JudgeConfig
 from sumpref.mcq import MCQ, UNSURE, ParseResult, parse_mcq_json, parse_mcq_text, score_answers, shuffle_questions
 from sumpref.prompts import judge_json_schema, judge_messages, mcq_json_schema, mcq_messages, parse_judge_answers
@@ -76,9 +76,13 @@ class QuestionWriter:
         else:
             params = SamplingParams(n=1, temperature=0.0, max_new_tokens=self.cfg.mcq_max_new_tokens,
                                     **_constraint(self.cfg, self.backend, mcq_json_schema(n), f"mcq:{n}"))
-            gens = self.backend.generate([mcq_messages(r["article"], n) for r in rows], params)
+            gens = self.backend.generate([mcq_messages(r["article"], n, json_format=bool(params.json_schema)) for r in rows], params)
+            raise_if_transient(gens)
             results = []
             for r, g in zip(rows, gens):
+                if g[0].finish_reason == "error":
+                    results.append(ParseResult(error=f"generation_error:{g[0].error}"))
+                    continue
                 parsed = _parse_llm_mcq(g[0].text, n)
                 if parsed.ok:  # position de-biasing, seeded per article
                     parsed = ParseResult(questions=shuffle_questions(parsed.questions, article_rng(self.seed, r["id"])))
@@ -113,12 +117,15 @@ class SummaryJudge:
         else:
             params = SamplingParams(n=1, temperature=0.0, max_new_tokens=self.cfg.answer_max_new_tokens,
                                     **_constraint(self.cfg, self.backend, judge_json_schema(n), f"judge:{n}"))
-            gens = self.backend.generate([judge_messages(q, r["summary"] or "") for q, r in zip(qs, rows)], params)
+            gens = self.backend.generate([judge_messages(q, r["summary"] or "", json_format=bool(params.json_schema))
+                                          for q, r in zip(qs, rows)], params)
+            raise_if_transient(gens)
             answers = []
             for i, g in enumerate(gens):
                 a, err = parse_judge_answers(g[0].text, n)
                 answers.append(a)
-                errors[i] = err
+                # A request that failed for good drops the row like empty output does, with its reason.
+                errors[i] = f"generation_error:{g[0].error}" if g[0].finish_reason == "error" else err
             stats = self.backend.stats
             self.backend.stats = BackendStats()
         out = []

@@ -87,6 +87,8 @@ def parse_mcq_text(text: str, n_questions: int = N_QUESTIONS) -> ParseResult:
             return ParseResult(error=f"q{qn}_options_{''.join(sorted(b['opts'])) or 'none'}")
         if b["ans"] not in LETTERS:
             return ParseResult(error=f"q{qn}_bad_answer")
+        if len({o.strip().lower() for o in b["opts"].values()}) < len(LETTERS):
+            return ParseResult(error=f"q{qn}_duplicate_options")
         questions.append(MCQ(b["q"], tuple(b["opts"][k] for k in LETTERS), b["ans"]))
     if len(questions) != n_questions:
         return ParseResult(error=f"wrong_question_count_{len(questions)}")
@@ -104,6 +106,8 @@ def parse_mcq_json(obj: object, n_questions: int = N_QUESTIONS) -> ParseResult:
             out.append(MCQ(str(q["question"]), tuple(str(o) for o in q["options"]), str(q["answer"]).strip().upper()))
         except (KeyError, TypeError, ValueError):
             return ParseResult(error=f"q{i}_invalid")
+        if len({o.strip().lower() for o in out[-1].options}) < len(LETTERS):
+            return ParseResult(error=f"q{i}_duplicate_options")
     if len(out) != n_questions:
         return ParseResult(error=f"wrong_question_count_{len(out)}")
     return ParseResult(questions=out)

@@ -81,7 +81,8 @@ def build_pairs(judged: list[dict], cfg: PairsConfig) -> tuple[list[dict], list[
     by_article: dict[str, list[dict]] = {}
     drops: list[dict] = []
     for r in judged:
-        reason = r.get("drop_reason") or filter_reason(r.get("summary"), r.get("n_words", 0), cfg)
+        reason = (r.get("drop_reason") or ("generation_error" if r.get("gen_error") else None)
+                  or filter_reason(r.get("summary"), r.get("n_words", 0), cfg))
         if reason:
             drops.append({"article_id": r["article_id"], "sample_idx": r["sample_idx"], "reason": reason})
             continue

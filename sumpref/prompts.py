@@ -45,8 +45,19 @@ def summary_messages(article: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": SUMMARY_PROMPT.format(article=article)}]
 
 
-def mcq_messages(article: str, n: int = N_QUESTIONS) -> list[dict[str, str]]:
-    return [{"role": "user", "content": MCQ_PROMPT.format(article=article, n=n)}]
+MCQ_JSON_FORMAT = ('\n\nReply with JSON only, instead of the format above: {"questions": [{"question": "...", '
+                   '"options": ["...", "...", "...", "...", "..."], "answer": "A"}, ...]} with exactly {n} questions; '
+                   'options are listed A to E in order.')
+JUDGE_JSON_FORMAT = '\n\nReply with JSON only, instead of lines: {{{keys}}}.'
+
+
+def mcq_messages(article: str, n: int = N_QUESTIONS, json_format: bool = False) -> list[dict[str, str]]:
+    """The published MCQ prompt; `json_format` when decoding is constrained to `mcq_json_schema`."""
+    content = MCQ_PROMPT.format(article=article, n=n)
+    if json_format:  # the instructions must match the schema the decoder enforces
+        head, sep, tail = content.partition("\n\nArticle:\n")
+        content = head + MCQ_JSON_FORMAT.replace("{n}", str(n)) + sep + tail
+    return [{"role": "user", "content": content}]
 
 
 def format_questions(questions: list[MCQ]) -> str:
@@ -57,8 +68,14 @@ def format_questions(questions: list[MCQ]) -> str:
     return "\n\n".join(blocks)
 
 
-def judge_messages(questions: list[MCQ], summary: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": JUDGE_PROMPT.format(questions=format_questions(questions), summary=summary)}]
+def judge_messages(questions: list[MCQ], summary: str, json_format: bool = False) -> list[dict[str, str]]:
+    """Questions first, summary last; `json_format` when decoding is constrained to `judge_json_schema`."""
+    content = JUDGE_PROMPT.format(questions=format_questions(questions), summary=summary)
+    if json_format:
+        keys = ", ".join(f'"Q{i}": "A|B|C|D|E|Unsure"' for i in range(1, len(questions) + 1))
+        head, sep, tail = content.partition("\n\nSummary:\n")
+        content = head + JUDGE_JSON_FORMAT.format(keys=keys) + sep + tail
+    return [{"role": "user", "content": content}]
 
 
 def mcq_json_schema(n: int = N_QUESTIONS) -> dict:
@@ -83,7 +100,10 @@ def judge_json_schema(n: int = N_QUESTIONS) -> dict:
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
-_ANSWER_RE = re.compile(r"Q\s*(\d+)\s*[\):.\-]?\s*[:\-]?\s*\(?\s*(Unsure|[A-E])\b", re.IGNORECASE)
+# One answer per line ("Q1) B", "Q2: (c)", "**Q3)** Unsure"); anchored to whole lines so an
+# echoed question ("Q1) A man was arrested...") is never read as an answer.
+_ANSWER_RE = re.compile(r"^\W*Q\s*(\d+)\s*\W*\s*[\):.\-]?\s*[:\-]?\s*\(?\s*(Unsure|[A-Ea-e])\s*\)?\W*$",
+                        re.IGNORECASE | re.MULTILINE)
 
 
 def parse_judge_answers(text: str, n: int = N_QUESTIONS) -> tuple[list[str], str | None]:
@@ -108,7 +128,7 @@ def parse_judge_answers(text: str, n: int = N_QUESTIONS) -> tuple[list[str], str
             pass
     if not answers:
         for m in _ANSWER_RE.finditer(text):
-            answers.setdefault(int(m.group(1)), m.group(2))
+            answers[int(m.group(1))] = m.group(2)  # the last answer to a question wins
     out = []
     for i in range(1, n + 1):
         a = answers.get(i, UNSURE)

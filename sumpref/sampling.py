@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 from sumpref.backends import make_backend
-from sumpref.backends.base import BackendStats, SamplingParams
+from sumpref.backends.base import BackendStats, SamplingParams, raise_if_transient
 from sumpref.config import BackendConfig
 from sumpref.prompts import SUMMARY_PROMPT, summary_messages
 
@@ -37,14 +37,15 @@ class Summarizer:
         params = SamplingParams(n=self.params.n, temperature=self.params.temperature, top_p=self.params.top_p,
                                 max_new_tokens=self.params.max_new_tokens, seed=seed)
         gens = self.backend.generate([summary_messages(r["article"]) for r in rows], params)
+        raise_if_transient(gens)
         out = []
         for r, gs in zip(rows, gens):
             for j, g in enumerate(gs):
                 out.append({"article_id": r["id"], "sample_idx": j, "summary": g.text,
                             "prompt_text": SUMMARY_PROMPT.format(article=r["article"]),
-                            "n_words": word_count(g.text), "article_words": word_count(r["article"]),
+                            "n_words": word_count(g.text), "article_words": r.get("orig_words") or word_count(r["article"]),
                             "output_tokens": g.output_tokens, "finish_reason": g.finish_reason,
-                            "gen_error": g.error})
+                            "gen_error": g.error if g.finish_reason == "error" else None})
         stats = self.backend.stats
         self.backend.stats = BackendStats()
         return out, stats

@@ -7,6 +7,9 @@ with no work. Generation stages shard their rows and fan the shards out to Ray t
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -17,6 +20,32 @@ from sumpref.config import BackendConfig, JudgeConfig, RunConfig
 from sumpref.raygen import actor_runtime_env, read_shards, run_shards
 
 log = logging.getLogger("sumpref")
+
+# The library modules whose code decides each stage's output: their source is part of the stage's
+# cache key, so editing (say) the preference rule reruns the pairs stage and what follows.
+STAGE_MODULES = {
+    "articles": ("sumpref.data",),
+    "questions": ("sumpref.judges", "sumpref.mcq", "sumpref.prompts", "sumpref.cloze", "sumpref.constrained"),
+    "samples": ("sumpref.sampling", "sumpref.prompts", "sumpref.backends.transformers_backend",
+                "sumpref.backends.prefix_sampling"),
+    "judged": ("sumpref.judges", "sumpref.mcq", "sumpref.prompts", "sumpref.cloze", "sumpref.constrained"),
+    "pairs": ("sumpref.pairs",),
+    "refprobs": ("sumpref.training.refprobs", "sumpref.training.packing"),
+    "dpo": ("sumpref.training.dpo", "sumpref.training.packed_dpo", "sumpref.training.packing", "sumpref.training.losses"),
+    "merged": (),
+    "eval": ("sumpref.evaluate", "sumpref.sampling", "sumpref.judges", "sumpref.prompts", "sumpref.cloze",
+             "sumpref.pairs", "sumpref.mcq"),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(stage: str) -> str:
+    """sha256 over the source of the modules in `STAGE_MODULES[stage]`."""
+    h = hashlib.sha256(stage.encode())
+    for name in STAGE_MODULES[stage]:
+        spec = importlib.util.find_spec(name)
+        h.update(Path(spec.origin).read_bytes())
+    return h.hexdigest()[:12]
 
 
 def _chunks(rows: list, size: int) -> list[list]:
@@ -58,7 +87,10 @@ def load_stage(cfg: RunConfig) -> ArtifactRef:
         return {"rows": len(res.rows), "drops": res.drop_counts(), "truncated": sum(r["truncated"] for r in res.rows),
                 "train": sum(r["split"] == "train" for r in res.rows), "eval": sum(r["split"] == "eval" for r in res.rows)}
 
-    return run_stage(cfg.root, "articles", {"data": cfg.data.model_dump(), "tokenizer": cfg.policy.model}, [], "1", produce)
+    from sumpref.data import source_fingerprint
+
+    return run_stage(cfg.root, "articles", {"data": cfg.data.model_dump(), "tokenizer": cfg.policy.model,
+                                            "files": source_fingerprint(cfg.data)}, [], code_version("articles"), produce)
 
 
 def _drop_schema():
@@ -80,7 +112,7 @@ def questions_stage(cfg: RunConfig, articles: ArtifactRef, judge: JudgeConfig, s
         return info
 
     return run_stage(cfg.root, "questions", {"judge": judge.model_dump(), "split": split, "seed": cfg.sampling.seed},
-                     [articles], "1", produce)
+                     [articles], code_version("questions"), produce)
 
 
 def sample_stage(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, policy: BackendConfig) -> ArtifactRef:
@@ -99,7 +131,7 @@ def sample_stage(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, 
         return info
 
     return run_stage(cfg.root, "samples", {"policy": policy.model_dump(), "sampling": cfg.sampling.model_dump()},
-                     [articles, questions], "1", produce)
+                     [articles, questions], code_version("samples"), produce)
 
 
 def _question_rows(questions: ArtifactRef) -> list[dict]:
@@ -121,7 +153,7 @@ def judge_stage(cfg: RunConfig, questions: ArtifactRef, samples: ArtifactRef, ju
         info.update(rows=len(judged), drops=_counts([r for r in judged if r["judge_error"]], "judge_error"))
         return info
 
-    return run_stage(cfg.root, "judged", {"judge": judge.model_dump()}, [questions, samples], "1", produce)
+    return run_stage(cfg.root, "judged", {"judge": judge.model_dump()}, [questions, samples], code_version("judged"), produce)
 
 
 def _judged_rows(ref: ArtifactRef) -> list[dict]:
@@ -143,7 +175,7 @@ def pairs_stage(cfg: RunConfig, judged: ArtifactRef) -> ArtifactRef:
         return {"rows": len(pairs), "drops": {k[len("dropped_"):]: v for k, v in counts.items() if k.startswith("dropped_")},
                 **{k: v for k, v in counts.items() if not k.startswith("dropped_")}}
 
-    return run_stage(cfg.root, "pairs", {"pairs": cfg.pairs.model_dump()}, [judged], "1", produce)
+    return run_stage(cfg.root, "pairs", {"pairs": cfg.pairs.model_dump()}, [judged], code_version("pairs"), produce)
 
 
 def _empty_pairs():
@@ -178,7 +210,7 @@ def refprobs_stage(cfg: RunConfig, pairs: ArtifactRef, base_model: str) -> Artif
         return {"rows": len(rows), "drops": {"unscorable": bad} if bad else {}}
 
     return run_stage(cfg.root, "refprobs", {"base_model": base_model, "max_length": cfg.dpo.max_length,
-                                            "bf16": cfg.dpo.bf16}, [pairs], "1", produce)
+                                            "bf16": cfg.dpo.bf16}, [pairs], code_version("refprobs"), produce)
 
 
 def train_stage(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: ArtifactRef | None = None) -> ArtifactRef:
@@ -213,7 +245,8 @@ def train_stage(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: A
         return {"rows": len(train), **{k: v for k, v in metrics.items() if k != "log_history"}}
 
     upstream = [pairs] + ([refprobs] if refprobs is not None else [])
-    return run_stage(cfg.root, "dpo", {"dpo": cfg.dpo.model_dump(), "base_model": base_model}, upstream, "1", produce)
+    return run_stage(cfg.root, "dpo", {"dpo": cfg.dpo.model_dump(), "base_model": base_model}, upstream,
+                     code_version("dpo"), produce)
 
 
 def merge_stage(cfg: RunConfig, base_model: str, adapter: ArtifactRef) -> ArtifactRef:
@@ -230,7 +263,13 @@ def merge_stage(cfg: RunConfig, base_model: str, adapter: ArtifactRef) -> Artifa
         AutoTokenizer.from_pretrained(path).save_pretrained(str(out / "model"))
         return {"rows": 0}
 
-    return run_stage(cfg.root, "merged", {"base_model": base_model}, [adapter], "1", produce)
+    return run_stage(cfg.root, "merged", {"base_model": base_model}, [adapter], code_version("merged"), produce)
+
+
+def _eval_failed(row: dict) -> bool:
+    """A summary that was never generated, or never judged, is left out of the metrics (and counted)."""
+    err = str(row.get("judge_error") or "")
+    return bool(row.get("gen_error")) or err == "no_judge_output" or err.startswith("generation_error")
 
 
 def reference_models(cfg: RunConfig) -> dict[str, BackendConfig]:
@@ -257,7 +296,7 @@ def eval_stage(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRe
         qmap = {q["article_id"]: q["questions"] for q in _question_rows(eval_questions) if q["questions"]}
         rows = [r for r in read_table(articles.path / "articles.parquet") if r["split"] == "eval" and r["id"] in qmap]
         params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.eval.seed)
-        judged, accounting = {}, {}
+        judged, accounting, eval_drops = {}, {}, {}
         for name, bcfg in models.items():
             gdir = out / f"gen_{name}"
             shards = _chunks(rows, max(1, bcfg.batch_size))
@@ -266,7 +305,10 @@ def eval_stage(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRe
             jdir = out / f"judged_{name}"
             jshards = _chunks(gens, 256)
             jinfo = run_shards(jdir, jshards, SummaryJudge(judge), desc=f"eval judging ({name})", **_judge_resources(judge))
-            judged[name] = read_shards(jdir, len(jshards))
+            rows_m = read_shards(jdir, len(jshards))
+            failed = [r.get("judge_error") or "generation_error" for r in rows_m if _eval_failed(r)]
+            eval_drops[f"eval_{name}"] = _counts([{"reason": f} for f in failed])
+            judged[name] = [r for r in rows_m if not _eval_failed(r)]  # no output is no evidence either way
             accounting[f"eval_{name}_generation"] = info["backend"]
             accounting[f"eval_{name}_judging"] = jinfo["backend"]
         report = {
@@ -275,7 +317,7 @@ def eval_stage(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRe
             "win_rates": {f"{m} vs base": win_rate(judged[m], judged["base"], cfg.pairs, cfg.eval.bootstrap_samples, cfg.eval.seed)
                           for m in models if m != "base"},
             "training": [a.meta()["info"] for a in adapters],
-            "drops": {name: ref.meta()["info"].get("drops", {}) for name, ref in upstream_refs.items()},
+            "drops": {**{name: ref.meta()["info"].get("drops", {}) for name, ref in upstream_refs.items()}, **eval_drops},
             "accounting": {**{name: ref.meta()["info"].get("backend", {}) for name, ref in upstream_refs.items()
                               if "backend" in ref.meta()["info"]}, **accounting},
             "artifacts": {**{name: ref.uri for name, ref in upstream_refs.items()}, **{f"adapter_round{i}": a.uri + "/adapter" for i, a in enumerate(adapters, 1)}},
@@ -288,6 +330,7 @@ def eval_stage(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRe
         atomic_write_text(out / "report.md", render_report(report))
         return {"rows": len(rows), "win_rate": report["win_rates"]["tuned vs base"]["value"]}
 
-    return run_stage(cfg.root, "eval", {"eval": cfg.eval.model_dump(), "judge": judge.model_dump(), "pairs": cfg.pairs.model_dump(),
+    return run_stage(cfg.root, "eval", {"name": cfg.name, "eval": cfg.eval.model_dump(), "judge": judge.model_dump(),
+                                        "pairs": cfg.pairs.model_dump(),
                                         "models": {m: b.model_dump() for m, b in models.items()}},
-                     [articles, eval_questions, *adapters, *upstream_refs.values()], "1", produce)
+                     [articles, eval_questions, *adapters, *upstream_refs.values()], code_version("eval"), produce)

@@ -40,6 +40,29 @@ class Generation:
     error: str | None = None
 
 
+class TransientGenerationError(RuntimeError):
+    """Generations failed for a reason that may pass (timeouts, 429, 5xx, dropped connections).
+
+    Raised by shard workers so that the shard is not written: the task's retries, or a rerun,
+    compute it again. Permanent failures (e.g. HTTP 400) are recorded per row instead.
+    """
+
+
+def is_transient(reason: str | None) -> bool:
+    if not reason:
+        return False
+    if reason.startswith("http_"):
+        code = reason[5:]
+        return code == "429" or code.startswith("5")
+    return reason in ("timeout", "connection_error", "malformed_json")
+
+
+def raise_if_transient(generations: list[list[Generation]]) -> None:
+    bad = [g.error for gs in generations for g in gs if g.finish_reason == "error" and is_transient(g.error)]
+    if bad:
+        raise TransientGenerationError(f"{len(bad)} generation(s) failed transiently after retries: {sorted(set(bad))}")
+
+
 @dataclass
 class BackendStats:
     """Counters a backend accumulates; they end up in stage metadata."""

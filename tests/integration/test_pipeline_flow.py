@@ -59,6 +59,14 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
     states = task_states(again)
     assert len(states) == len(first) and all(s == "Cached" for s in states.values()), states
 
+    # A cached task whose artifact folder was deleted is recomputed, not trusted.
+    import shutil
+
+    pairs_dir = next((root / "pairs").iterdir())
+    shutil.rmtree(pairs_dir)
+    healed = full_pipeline(cfg, return_state=True)
+    assert healed.is_completed() and (pairs_dir / "_SUCCESS").exists()
+
     before = {s: stage_dirs(root, s) for s in ("articles", "questions", "samples", "judged", "pairs", "dpo", "eval")}
     changed = full_pipeline(tiny_config(root, dpo={"beta": 0.3}), return_state=True)
     assert changed.is_completed()

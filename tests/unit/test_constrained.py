@@ -56,7 +56,8 @@ def test_choice_allows_only_option_prefixes():
 def test_mcq_template_output_parses():
     tok = ToyTokenizer()
     c = TemplateConstraint(tok, mcq_template(2, question_chars=12, option_chars=4), 0)
-    out = greedy_walk(c, tok, "Q1) What?\nA. x\n", limit=2000)
+    prefer = "".join(f"Q{i}) What?\nA. x\nB. y\nC. z\nD. W\nE. h\nQ{i} Answer: C\n" for i in (1, 2))
+    out = greedy_walk(c, tok, prefer, limit=2000)
     res = parse_mcq_text(out, 2)
     assert res.ok, (res.error, out)
 

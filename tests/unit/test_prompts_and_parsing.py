@@ -91,3 +91,21 @@ def test_judge_prompt_puts_shared_part_first_and_summary_last():
 def test_score_counts_unsure_as_wrong():
     qs = [MCQ("q", tuple("abcde"), "A")] * 3
     assert score_answers(qs, ["A", UNSURE, "B"]) == 1
+
+
+def test_echoed_question_is_not_read_as_an_answer():
+    assert parse_judge_answers("Q1) A man was arrested on Tuesday.\nQ1) C")[0][0] == "C"
+
+
+def test_duplicate_options_are_a_parse_error():
+    assert parse_mcq_text(_mcq_text().replace("C. c2", "C. a2")).error == "q2_duplicate_options"
+
+
+def test_json_prompt_variants_describe_the_enforced_format():
+    from sumpref.prompts import judge_messages, mcq_messages
+
+    assert '"questions"' in mcq_messages("Art.", 5, json_format=True)[0]["content"]
+    assert '"questions"' not in mcq_messages("Art.", 5)[0]["content"]
+    qs = parse_mcq_text(_mcq_text()).questions
+    content = judge_messages(qs, "Sum.", json_format=True)[0]["content"]
+    assert '"Q5"' in content and content.endswith("Sum.")
