@@ -59,16 +59,9 @@ def model_config(tiny: bool):
 
 
 def build_model(cfg, device, dtype):
-    from transformers import MistralForCausalLM
+    from random_model import random_mistral  # benchmarks/ is on sys.path when this script runs
 
-    torch.manual_seed(0)
-    prev = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    with torch.device(device):
-        model = MistralForCausalLM._from_config(cfg, attn_implementation="sdpa", dtype=dtype)
-    torch.set_default_dtype(prev)
-    model.config.use_cache = False
-    return model
+    return random_mistral(cfg, device, dtype)
 
 
 def make_articles(n: int, prompt: int, comp: int, pairs: int, distinct: int, vocab: int, seed: int = 0):

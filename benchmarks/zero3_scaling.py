@@ -83,19 +83,15 @@ def model_config(layers: int, vocab: int, tiny: bool):
 def build_model(model_dir: Path, layers: int, tiny: bool) -> dict:
     """Random-weight model (bf16 on the GPU, fp32 on CPU with --tiny) saved with the tokenizer."""
     import torch
-    from transformers import AutoTokenizer, MistralForCausalLM
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(prepare_tokenizer()))
     cfg = model_config(layers, len(tok), tiny)
     device = "cpu" if tiny or not torch.cuda.is_available() else "cuda"
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    torch.manual_seed(0)
-    prev = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    with torch.device(device):
-        model = MistralForCausalLM._from_config(cfg, attn_implementation="sdpa", dtype=dtype)
-    torch.set_default_dtype(prev)
-    model.config.use_cache = False
+    from random_model import random_mistral  # benchmarks/ is on sys.path when this script runs
+
+    model = random_mistral(cfg, device, dtype)
     n = sum(p.numel() for p in model.parameters())
     model.save_pretrained(str(model_dir))
     tok.save_pretrained(str(model_dir))

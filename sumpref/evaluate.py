@@ -9,7 +9,6 @@ base model under the preference rule (win 1, tie 0.5). CIs resample articles (pa
 from __future__ import annotations
 
 import re
-import statistics
 
 import numpy as np
 
@@ -140,6 +139,3 @@ def plot_report(report: dict, path) -> None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")

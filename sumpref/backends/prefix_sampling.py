@@ -210,7 +210,6 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device):
 
 def _prefill(model, ids, mask, micro_batch: int):
     """Run all but the last column through the model; return per-layer (keys, values) for the batch."""
-    torch = _torch()
     from transformers import DynamicCache
 
     kw = _cache_kwarg(model)
