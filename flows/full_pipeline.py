@@ -15,47 +15,38 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sumpref")
 
 from prefect import flow, get_run_logger  # noqa: E402
 
-from sumpref.artifacts import SUCCESS  # noqa: E402
 from sumpref.config import ConfigError, RunConfig, load_config  # noqa: E402
+from sumpref.preflight import PreflightError, preflight  # noqa: E402
 from tasks.report import publish_report  # noqa: E402
 from tasks.stages import (build_pairs, evaluate, judge_summaries, load_articles, merge_adapter,  # noqa: E402
                           reference_logprobs, sample_summaries, train_dpo, write_questions)
-
-
-def live(task, *args):
-    """Call a cached task; if its cached result points at an artifact that is gone (a deleted
-    folder), run it again without the cache: the stage rebuilds only what is missing."""
-    ref = task(*args)
-    if not (ref.path / SUCCESS).exists():
-        get_run_logger().warning("%s: cached artifact %s is missing; recomputing", task.name, ref.uri)
-        ref = task.with_options(refresh_cache=True)(*args)
-    return ref
 
 
 @flow(name="sumpref-full-pipeline")
 def full_pipeline(config: RunConfig = RunConfig()) -> str:
     """Run every stage; return the path of report.md. Finished stages are reused from cache."""
     cfg = config
-    articles = live(load_articles, cfg)
-    questions = live(write_questions, cfg, articles, cfg.judge)
+    preflight(cfg)  # also for runs started from a deployment, not the command line
+    articles = load_articles(cfg).result()
+    questions = write_questions(cfg, articles, cfg.judge).result()
     policy = cfg.policy
     adapters, upstream = [], {"articles": articles, "questions": questions}
     eval_questions = questions
     if cfg.eval.judge is not None:
-        eval_questions = upstream["eval_questions"] = live(write_questions, cfg, articles, cfg.eval.judge, "eval")
+        eval_questions = upstream["eval_questions"] = write_questions(cfg, articles, cfg.eval.judge, "eval").result()
     for rnd in range(1, cfg.iterations + 1):
-        samples = live(sample_summaries, cfg, articles, questions, policy)
-        judged = live(judge_summaries, cfg, questions, samples, cfg.judge)
-        pairs = live(build_pairs, cfg, judged)
-        refprobs = live(reference_logprobs, cfg, pairs, policy.model) if cfg.dpo.trainer == "packed" else None
-        adapter = live(train_dpo, cfg, pairs, policy.model, refprobs)
+        samples = sample_summaries(cfg, articles, questions, policy).result()
+        judged = judge_summaries(cfg, questions, samples, cfg.judge).result()
+        pairs = build_pairs(cfg, judged).result()
+        refprobs = reference_logprobs(cfg, pairs, policy.model).result() if cfg.dpo.trainer == "packed" else None
+        adapter = train_dpo(cfg, pairs, policy.model, refprobs).result()
         adapters.append(adapter)
         upstream.update({f"samples_r{rnd}": samples, f"judged_r{rnd}": judged, f"pairs_r{rnd}": pairs})
-        tuned = policy.model_copy(update={"adapter": str(adapter.path / "adapter")})
+        tuned = policy.model_copy(update={"adapter": adapter.child("adapter")})
         if rnd < cfg.iterations:
-            merged = live(merge_adapter, cfg, policy.model, adapter)
-            policy = policy.model_copy(update={"model": str(merged.path / "model"), "adapter": None})
-    report = live(evaluate, cfg, articles, eval_questions, tuned, adapters, upstream)
+            merged = merge_adapter(cfg, policy.model, adapter).result()
+            policy = policy.model_copy(update={"model": merged.child("model"), "adapter": None})
+    report = evaluate(cfg, articles, eval_questions, tuned, adapters, upstream).result()
     path = publish_report(report)
     get_run_logger().info("Report: %s", path)
     return path
@@ -70,8 +61,10 @@ def cli(doc: str, argv: list[str] | None, run, extra=lambda ap: None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        preflight(cfg)
+    except (ConfigError, PreflightError) as e:
+        print("\n".join(f"error: {line}" for line in str(e).splitlines()) if isinstance(e, PreflightError) else f"error: {e}",
+              file=sys.stderr)
         return 2
     print(f"\nReport: {run(cfg, args)}")
     return 0

@@ -1,30 +1,48 @@
-"""Content-addressed, atomically written stage artifacts.
+"""Content-addressed, atomically written stage artifacts, on local disk or an object store.
 
 A stage writes into `{root}/{stage}/{key}/`, where `key` hashes the stage's config slice, the
 fingerprints of its inputs and the code version. Data files first, then `meta.json` (config,
 lineage, counts), then the `_SUCCESS` marker last: its presence proves the stage finished, so a
 rerun that finds it returns the existing `ArtifactRef` without recomputing anything. Tasks pass
 these small frozen refs around, never the data itself.
+
+`root` is a local folder or any fsspec URI (`s3://bucket/prefix`, see `storage.py`). On a remote
+root a stage still produces into a local folder (libraries such as PEFT and TRL write folders),
+a staging copy under `$SUMPREF_ARTIFACT_CACHE` (`cache_dir`); every file written there through this module
+(shards, tables, JSON) is uploaded at once, so a killed run loses only its unfinished files, and
+a rerun on any machine first downloads what the store already holds. When `produce` returns, the
+remaining files go up, then `meta.json`, then `_SUCCESS`. `ArtifactRef.path` is a local folder
+in both cases: the folder itself, or a read-only copy of the finished remote folder, downloaded
+once per machine.
+
+Two runs of the same stage at once do the work once: `produce` runs under an exclusive lock on
+the stage folder's local (staging) copy; the second run waits and then finds the marker. The
+operating system drops the lock of a killed process, so a crash never leaves a stale lock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import shutil
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-from urllib.parse import unquote, urlparse
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sumpref import __version__
+from sumpref import __version__, faults, storage
 
-SUCCESS = "_SUCCESS"
+SUCCESS = storage.SUCCESS
 META = "meta.json"
+
+# Staging folder -> the remote stage folder its files are uploaded to, while `produce` runs.
+_MIRRORS: dict[Path, str] = {}
+_MIRRORS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -39,17 +57,30 @@ class ArtifactRef:
 
     @property
     def path(self) -> Path:
+        """A local folder with the artifact's files (a cached copy for a remote artifact)."""
         return uri_to_path(self.uri)
 
+    def child(self, name: str) -> str:
+        """A file or folder inside the artifact, as a local path (local root) or a URI (remote)."""
+        return str(storage.local_path(self.uri) / name) if not storage.is_remote(self.uri) else storage.join(self.uri, name)
+
+    def exists(self) -> bool:
+        """Whether the finished artifact is still in the store (its marker is there)."""
+        return storage.exists(storage.join(self.uri, SUCCESS))
+
     def meta(self) -> dict:
-        return json.loads((self.path / META).read_text())
+        return json.loads(storage.read_text(storage.join(self.uri, META)))
 
 
 def uri_to_path(uri: str) -> Path:
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path) if parsed.scheme else uri)
-    raise ValueError(f"unsupported artifact URI scheme {parsed.scheme!r} in {uri!r}: use a local path or file://")
+    """The local folder for `uri`: itself if local, else the cached copy of the finished remote folder."""
+    if not storage.is_remote(uri):
+        return storage.local_path(uri)
+    return storage.local_copy(uri)
+
+
+cache_dir = storage.cache_dir
+localize = storage.localize
 
 
 def canonical_json(obj: Any) -> str:
@@ -67,18 +98,23 @@ def stage_key(stage: str, config_slice: Any, upstream: list[ArtifactRef | str], 
     return hashlib.sha256(canonical_json(material).encode()).hexdigest()[:20]
 
 
+def _remote_target(path: Path) -> str | None:
+    """The remote URI a file written at `path` must also go to (inside a staging folder), or None."""
+    with _MIRRORS_LOCK:
+        mirrors = dict(_MIRRORS)
+    for staging, uri in mirrors.items():
+        if path.is_relative_to(staging):
+            return storage.join(uri, path.relative_to(staging).as_posix())
+    return None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically (temp file + rename); inside a remote stage's staging folder, upload too."""
+    storage.write_bytes(str(path), data)
+    target = _remote_target(Path(path).absolute())
+    if target is not None:
+        storage.write_bytes(target, data)
+    faults.point("file")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -94,8 +130,16 @@ def write_table(path: Path, rows: list[dict] | pa.Table, schema: pa.Schema | Non
     return table.num_rows
 
 
-def read_table(path: Path) -> list[dict]:
-    return pq.read_table(path).to_pylist()
+def read_table(path: Path | str) -> list[dict]:
+    """Rows of a Parquet file given as a local path or a URI."""
+    if storage.is_remote(path):
+        return pq.read_table(pa.BufferReader(storage.read_bytes(str(path)))).to_pylist()
+    return pq.read_table(storage.local_path(path)).to_pylist()
+
+
+def _is_data(rel: str) -> bool:
+    """Data files are fingerprinted and uploaded; meta, markers, dotfiles and logs are not data."""
+    return rel not in (META, SUCCESS) and not rel.rsplit("/", 1)[-1].startswith(".") and not rel.startswith("logs/")
 
 
 def fingerprint_dir(path: Path) -> str:
@@ -103,7 +147,7 @@ def fingerprint_dir(path: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = f.relative_to(path).as_posix()
-        if rel in (META, SUCCESS) or f.name.startswith(".") or rel.startswith("logs/"):
+        if not _is_data(rel):
             continue
         h.update(rel.encode())
         with open(f, "rb") as fh:
@@ -112,9 +156,30 @@ def fingerprint_dir(path: Path) -> str:
     return h.hexdigest()[:20]
 
 
-def load_ref(out: Path) -> ArtifactRef:
-    meta = json.loads((out / META).read_text())
+def load_ref(out: Path | str) -> ArtifactRef:
+    uri = str(out) if storage.is_remote(out) else storage.local_path(out).as_uri()
+    meta = json.loads(storage.read_text(storage.join(uri, META)))
     return ArtifactRef(**meta["ref"])
+
+
+@contextmanager
+def _stage_lock(local: Path) -> Iterator[None]:
+    from filelock import FileLock
+
+    local.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(local.parent / f".{local.name}.lock")):  # beside the folder: not part of it
+        yield
+
+
+@contextmanager
+def _mirrored(staging: Path, uri: str) -> Iterator[None]:
+    with _MIRRORS_LOCK:
+        _MIRRORS[staging.absolute()] = uri
+    try:
+        yield
+    finally:
+        with _MIRRORS_LOCK:
+            _MIRRORS.pop(staging.absolute(), None)
 
 
 def run_stage(
@@ -127,23 +192,63 @@ def run_stage(
 ) -> ArtifactRef:
     """Return the finished artifact for this exact input, producing it only if missing.
 
-    `produce(out_dir)` writes the data files into `out_dir` (it may resume from files a killed
-    attempt left there) and returns `{"rows": int, ...counts}`; that dict goes into meta.json.
+    `produce(out_dir)` writes the data files into the local folder `out_dir` (it may resume from
+    files a killed attempt left there) and returns `{"rows": int, ...counts}`; that dict goes
+    into meta.json.
     """
     key = stage_key(stage, config_slice, upstream, code_version)
-    out = uri_to_path(str(root)).resolve() / stage / key
-    if (out / SUCCESS).exists():
-        return load_ref(out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = produce(out)
-    ref = ArtifactRef(uri=out.as_uri(), stage=stage, key=key, fingerprint=fingerprint_dir(out), rows=int(info.get("rows", 0)))
-    meta = {
-        "ref": ref.__dict__,
-        "config": config_slice,
-        "upstream": [u.__dict__ if isinstance(u, ArtifactRef) else u for u in upstream],
-        "code_version": f"{__version__}/{code_version}",
-        "info": info,
-    }
-    atomic_write_text(out / META, json.dumps(meta, indent=2, sort_keys=True, default=str))
-    atomic_write_text(out / SUCCESS, "")
+    uri = storage.join(storage.normalise(root), stage, key)
+    remote = storage.is_remote(uri)
+    out = cache_dir(uri) if remote else storage.local_path(uri)
+    if storage.exists(storage.join(uri, SUCCESS)):
+        return load_ref(uri)
+    with _stage_lock(out):
+        if storage.exists(storage.join(uri, SUCCESS)):  # another run finished it while we waited
+            return load_ref(uri)
+        started = time.perf_counter()
+        with faults.in_stage(stage):
+            if not remote:
+                info = produce(out)
+            else:
+                (out / SUCCESS).unlink(missing_ok=True)
+                storage.download_tree(uri, out, skip=(META, SUCCESS))  # what a killed attempt left
+                with _mirrored(out, uri):
+                    info = produce(out)
+                _upload_missing(out, uri)
+            faults.point("produced")
+        ref = ArtifactRef(uri=uri, stage=stage, key=key, fingerprint=fingerprint_dir(out), rows=int(info.get("rows", 0)))
+        meta = {
+            "ref": ref.__dict__,
+            "config": config_slice,
+            "upstream": [u.__dict__ if isinstance(u, ArtifactRef) else u for u in upstream],
+            "code_version": f"{__version__}/{code_version}",
+            "info": info,
+            "wall_s": round(time.perf_counter() - started, 2),  # this attempt's time in produce()
+        }
+        atomic_write_text(out / META, json.dumps(meta, indent=2, sort_keys=True, default=str))
+        if remote:
+            storage.write_bytes(storage.join(uri, META), (out / META).read_bytes())
+            storage.write_bytes(storage.join(uri, SUCCESS), b"")
+        atomic_write_text(out / SUCCESS, "")  # last: the local copy is complete too
     return ref
+
+
+def _upload_missing(staging: Path, uri: str) -> None:
+    """Upload the files `produce` wrote without this module (model folders, plots, logs)."""
+    have = set(storage.list_files(uri))
+    for f in sorted(p for p in staging.rglob("*") if p.is_file()):
+        rel = f.relative_to(staging).as_posix()
+        if rel in (META, SUCCESS) or rel.rsplit("/", 1)[-1].startswith("."):
+            continue
+        if rel not in have or rel.startswith("logs/"):
+            storage.upload_file(f, storage.join(uri, rel))
+
+
+def remove_tree(location: str | Path) -> None:
+    """Delete an artifact folder (tests, cleanup) on local disk or in the store."""
+    if storage.is_remote(location):
+        fs, path = storage.filesystem(str(location))
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    else:
+        shutil.rmtree(storage.local_path(location), ignore_errors=True)

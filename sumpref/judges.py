@@ -3,6 +3,10 @@
 Both produce the same columns. Questions (`questions.parquet`): `article_id, questions (JSON
 list of MCQ dicts), error`. Judged rows: `answers (list[str]), n_correct, judge_error`.
 
+- `qa` (default): embedded, no LLM (`sumpref.qa_judge`): the cloze questions, stored with the
+  article (questions JSON is then `{"questions": [...], "article": "..."}`), answered from the
+  summary; summary sentences the article does not support change `n_correct` as
+  `judge.faithfulness` says. Extra judged columns: `n_correct_raw, faithfulness, n_unsupported`.
 - `cloze`: embedded, no LLM (`sumpref.cloze`): questions from the reference highlights (lead
   sentences without them), answered by matching options against the summary.
 - `llm`: the published method on any backend; JSON-constrained output where the backend
@@ -20,18 +24,27 @@ from sumpref.backends.base import BackendStats, SamplingParams, raise_if_transie
 from sumpref.config import JudgeConfig
 from sumpref.mcq import MCQ, UNSURE, ParseResult, parse_mcq_json, parse_mcq_text, score_answers, shuffle_questions
 from sumpref.prompts import judge_json_schema, judge_messages, mcq_json_schema, mcq_messages, parse_judge_answers
+from sumpref.qa_judge import QAScorer
 
 
 def article_rng(seed: int, article_id: str) -> random.Random:
     return random.Random(int(hashlib.sha256(f"{seed}:{article_id}".encode()).hexdigest()[:16], 16))
 
 
-def questions_to_json(qs: list[MCQ]) -> str:
-    return json.dumps([q.to_dict() for q in qs])
+def questions_to_json(qs: list[MCQ], article: str | None = None) -> str:
+    items = [q.to_dict() for q in qs]
+    return json.dumps(items if article is None else {"questions": items, "article": article})
 
 
 def questions_from_json(s: str) -> list[MCQ]:
-    return [MCQ.from_dict(d) for d in json.loads(s)]
+    obj = json.loads(s)
+    return [MCQ.from_dict(d) for d in (obj["questions"] if isinstance(obj, dict) else obj)]
+
+
+def article_from_json(s: str) -> str | None:
+    """The article stored with `qa` questions (None for the other kinds)."""
+    obj = json.loads(s)
+    return obj.get("article") if isinstance(obj, dict) else None
 
 
 def _parse_llm_mcq(text: str, n: int) -> ParseResult:
@@ -68,7 +81,7 @@ class QuestionWriter:
 
     def run(self, rows: list[dict]) -> tuple[list[dict], BackendStats]:
         n = self.cfg.n_questions
-        if self.cfg.kind == "cloze":
+        if self.cfg.kind in ("cloze", "qa"):
             from sumpref.cloze import build_cloze_questions
 
             results = [build_cloze_questions(r["article"], r.get("highlights"), n, self.seed) for r in rows]
@@ -89,7 +102,9 @@ class QuestionWriter:
                 results.append(parsed)
             stats = self.backend.stats
             self.backend.stats = BackendStats()
-        out = [{"article_id": r["id"], "questions": questions_to_json(p.questions) if p.ok else None, "error": p.error}
+        keep_article = self.cfg.kind == "qa"  # its faithfulness term reads the article when judging
+        out = [{"article_id": r["id"], "error": p.error,
+                "questions": questions_to_json(p.questions, r["article"] if keep_article else None) if p.ok else None}
                for r, p in zip(rows, results)]
         return out, stats
 
@@ -98,14 +113,19 @@ class SummaryJudge:
     """Shard worker: rows with `questions` (JSON) and `summary` -> answers and scores."""
 
     def __init__(self, cfg: JudgeConfig):
-        self.cfg, self.backend = cfg, None
+        self.cfg, self.backend, self.scorer = cfg, None, None
 
     def load(self) -> None:
         if self.cfg.kind == "llm":
             self.backend = make_backend(self.cfg.backend)
             self.backend.load()
+        elif self.cfg.kind == "qa":
+            self.scorer = QAScorer(self.cfg)
+            self.scorer.load()
 
     def run(self, rows: list[dict]) -> tuple[list[dict], BackendStats]:
+        if self.cfg.kind == "qa":
+            return self._run_qa(rows), BackendStats()
         qs = [questions_from_json(r["questions"]) for r in rows]
         n = self.cfg.n_questions
         errors: list[str | None] = [None] * len(rows)
@@ -134,3 +154,22 @@ class SummaryJudge:
             row.update(answers=a, n_correct=score_answers(q, a), n_unsure=sum(x == UNSURE for x in a), judge_error=err)
             out.append(row)
         return out, stats
+
+    def _run_qa(self, rows: list[dict]) -> list[dict]:
+        if self.scorer is None:
+            self.load()
+        out = []
+        for r in rows:
+            article = article_from_json(r["questions"])
+            q = questions_from_json(r["questions"])
+            row = {k: v for k, v in r.items() if k != "questions"}
+            if article is None:  # questions written by another judge kind: nothing to check against
+                row.update(answers=[], n_correct=0, n_unsure=0, n_correct_raw=0, faithfulness=None, n_unsupported=0,
+                           judge_error="qa_needs_qa_questions")
+            else:
+                s = self.scorer.score(q, article, r["summary"] or "")
+                row.update(answers=s.answers, n_correct=s.n_correct, n_unsure=sum(x == UNSURE for x in s.answers),
+                           n_correct_raw=s.n_correct_raw, faithfulness=s.faithfulness,
+                           n_unsupported=len(s.unsupported), judge_error=None)
+            out.append(row)
+        return out

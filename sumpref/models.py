@@ -49,6 +49,10 @@ def _gguf_path(name: str) -> Path:
 def resolve_model(spec: str) -> str:
     """Return a hub id or local directory for `spec`, converting an embedded GGUF on first use."""
     if not is_embedded(spec):
+        if "://" in spec:  # a merged model in the artifact store: a local copy, downloaded once
+            from sumpref.storage import localize
+
+            return localize(spec)
         return spec
     name = spec[len(EMBEDDED_PREFIX):]
     target = cache_root() / "models" / name

@@ -71,6 +71,18 @@ def article_pairs(rows: list[dict], cfg: PairsConfig) -> tuple[list[tuple[dict, 
     return decided, ties
 
 
+def best_worst_pair(rows: list[dict]) -> tuple[list[tuple[dict, dict]], int]:
+    """Best vs worst of one article's usable summaries by score (more correct, then fewer words),
+    as iterative-DPO recipes pick pairs; no pair (one tie) when the two score the same."""
+    if len(rows) < 2:
+        return [], 0
+    ordered = sorted(rows, key=lambda r: (-r["n_correct"], r["n_words"], r["sample_idx"]))
+    best, worst = ordered[0], ordered[-1]
+    if (best["n_correct"], best["n_words"]) == (worst["n_correct"], worst["n_words"]):
+        return [], 1
+    return [(best, worst)], 0
+
+
 def is_valid_article(article_id: str, cfg: PairsConfig) -> bool:
     """Seeded, stable article-level assignment to the validation split."""
     return _rng(cfg.seed, "split:" + article_id).random() < cfg.valid_fraction
@@ -90,7 +102,8 @@ def build_pairs(judged: list[dict], cfg: PairsConfig) -> tuple[list[dict], list[
     pairs: list[dict] = []
     counts = {"ties": 0, "articles_with_pairs": 0, "articles_without_pairs": 0}
     for aid in sorted(by_article):
-        decided, ties = article_pairs(by_article[aid], cfg)
+        decided, ties = (best_worst_pair(by_article[aid]) if cfg.selection == "best_worst"
+                         else article_pairs(by_article[aid], cfg))
         counts["ties"] += ties
         counts["articles_with_pairs" if decided else "articles_without_pairs"] += 1
         split = "valid" if is_valid_article(aid, cfg) else "train"

@@ -41,20 +41,25 @@ def ensure_ray() -> None:
     ray.init(**kwargs)
 
 
+SECRET_ENV = "sumpref_secret_env"  # not a Ray runtime_env field: popped by run_shards
+
+
 def actor_runtime_env(backend) -> dict | None:
     """What a shard actor running `backend` (a BackendConfig) needs in its Ray runtime_env.
 
-    vLLM lives only in the workers' environment (docker/runtime_env.yaml); an HTTP backend's
-    key, resolved in the driver, is passed on as an environment variable of its actors only.
+    vLLM lives only in the workers' environment (the backend's `runtime_env`); an HTTP backend's
+    key, resolved in the driver, is passed on as an environment variable of its actors only, and
+    not through Ray's runtime_env (Ray writes runtime_envs to its logs): `run_shards` hands the
+    `SECRET_ENV` entry to the actor's constructor, which sets it before `load()`.
     """
     if backend is None:
         return None
     if backend.backend == "vllm":
         from sumpref.backends.vllm_ray import load_runtime_env
 
-        return load_runtime_env()
+        return load_runtime_env(backend.runtime_env)
     if backend.backend == "openai" and os.environ.get(backend.api_key_env):
-        return {"env_vars": {backend.api_key_env: os.environ[backend.api_key_env]}}
+        return {SECRET_ENV: {backend.api_key_env: os.environ[backend.api_key_env]}}
     return None
 
 
@@ -67,13 +72,14 @@ def _actor_class():
 
     @ray.remote
     class ShardActor:
-        def __init__(self, worker: ShardWorker):
+        def __init__(self, worker: ShardWorker, secret_env: dict[str, str]):
+            os.environ.update(secret_env)
             self.worker = worker
             self.worker.load()
 
         def run(self, i: int, rows: list[dict]):
             out, stats = self.worker.run(rows)
-            return i, out, stats
+            return i, out, stats, ray.get_runtime_context().get_node_id()  # node: logged, for multi-node checks
 
     return ShardActor
 
@@ -93,10 +99,12 @@ def run_shards(out_dir: Path, shards: list[list[dict]], worker: ShardWorker, *, 
         opts: dict = {"num_cpus": num_cpus, "num_gpus": num_gpus}
         if accelerator_type:
             opts["accelerator_type"] = accelerator_type
+        runtime_env = dict(runtime_env or {})
+        secret_env = runtime_env.pop(SECRET_ENV, {})
         if runtime_env:
             opts["runtime_env"] = runtime_env
         actor_cls = _actor_class()
-        actors = [actor_cls.options(**opts).remote(worker) for _ in range(min(replicas, len(pending)))]
+        actors = [actor_cls.options(**opts).remote(worker, secret_env) for _ in range(min(replicas, len(pending)))]
         queue = list(pending)
         in_flight = {}
         for a in actors:
@@ -109,9 +117,9 @@ def run_shards(out_dir: Path, shards: list[list[dict]], worker: ShardWorker, *, 
             while in_flight:
                 done, _ = ray.wait(list(in_flight), num_returns=1)
                 actor = in_flight.pop(done[0])
-                i, out_rows, shard_stats = ray.get(done[0])
+                i, out_rows, shard_stats, node = ray.get(done[0])
                 write_table(shard_path(out_dir, i), out_rows)
-                _log_execution(out_dir, i, len(out_rows))
+                _log_execution(out_dir, i, len(out_rows), node)
                 stats.add(shard_stats)
                 info["shards_computed"] += 1
                 rows_done += len(out_rows)
@@ -131,11 +139,11 @@ def run_shards(out_dir: Path, shards: list[list[dict]], worker: ShardWorker, *, 
     return info
 
 
-def _log_execution(out_dir: Path, i: int, rows: int) -> None:
+def _log_execution(out_dir: Path, i: int, rows: int, node: str = "") -> None:
     p = out_dir / "logs" / "executions.jsonl"
     p.parent.mkdir(parents=True, exist_ok=True)
     with open(p, "a") as f:
-        f.write(json.dumps({"shard": i, "rows": rows, "pid": os.getpid(), "time": time.time()}) + "\n")
+        f.write(json.dumps({"shard": i, "rows": rows, "pid": os.getpid(), "node": node, "time": time.time()}) + "\n")
 
 
 def read_shards(out_dir: Path, n: int) -> list[dict]:

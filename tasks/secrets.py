@@ -15,10 +15,10 @@ import os
 
 from prefect import task
 
-from sumpref.config import BackendConfig
+from sumpref.config import OpenAIBackendConfig
 
 
-def export_backend_secret(cfg: BackendConfig, overwrite: bool = False) -> bool:
+def export_backend_secret(cfg: OpenAIBackendConfig, overwrite: bool = False) -> bool:
     """Put the Secret block `cfg.api_key_secret_block` into `$<cfg.api_key_env>`.
 
     Returns True when the variable is set afterwards. No block configured: nothing to do."""
@@ -43,5 +43,5 @@ def export_backend_secret(cfg: BackendConfig, overwrite: bool = False) -> bool:
 
 
 @task(name="export-backend-secret", retries=2, retry_delay_seconds=5, log_prints=False)
-def export_backend_secret_task(cfg: BackendConfig) -> bool:
+def export_backend_secret_task(cfg: OpenAIBackendConfig) -> bool:
     return export_backend_secret(cfg)

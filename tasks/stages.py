@@ -1,120 +1,90 @@
-"""Prefect tasks: one library call each. Retries, timeouts and cache policy live on the decorator.
+"""Prefect tasks: one library call each. Retries and timeouts live on the decorator.
 
-Each task's cache key hashes the config slice its stage depends on, its upstream `ArtifactRef`s
-(content fingerprints) and the task source, but not the run id: a later run, or the rerun of a
-failed one, reuses every task whose inputs did not change (changing `dpo.beta` reruns training
-and evaluation only). Results are persisted so the cache survives the process.
+There is one cache, the library's: every stage's artifact lives at `{root}/{stage}/{key}/`, with
+`key` from `sumpref.cachekey` (the stage's config slice, upstream fingerprints and the source of
+every module in the stage's import closure; not the run id). So the tasks do no Prefect caching
+of their own (`NO_CACHE`): a task asks the library for its stage's spec and, when the finished
+artifact is already in the store, returns it in a `Cached` state without running anything; else
+it runs the stage (which resumes from any shards a killed attempt left) and returns it in a
+`Completed` state. Calling a task gives that state; `.result()` is the `ArtifactRef`. A later run, or the
+rerun of a failed one, therefore reports every finished task as Cached, and a deleted artifact
+folder is simply recomputed.
 """
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any, Callable
-
 from prefect import task
-from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy, CachePolicy
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
 from prefect.tasks import exponential_backoff
 
 from sumpref import stages
-from sumpref.artifacts import ArtifactRef, canonical_json
+from sumpref.artifacts import ArtifactRef
+from sumpref.cachekey import StageSpec
 from sumpref.config import BackendConfig, JudgeConfig, RunConfig
-from sumpref.data import source_fingerprint
 
 from tasks.secrets import export_backend_secret
 
+_STAGE = dict(cache_policy=NO_CACHE)
+_GENERATION = dict(_STAGE, retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5)
 
 
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    if isinstance(obj, ArtifactRef):
-        return obj.fingerprint
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
+def _run(spec: StageSpec, *backends: BackendConfig) -> State:
+    """A Completed state holding the stage's artifact: named `Cached` when it was already finished.
 
-
-def slice_cache(select: Callable[[dict], dict], stage: str) -> CachePolicy:
-    """Cache on exactly what `select(task inputs)` returns, plus the source of the library modules
-    the stage runs (`stages.code_version`) and of the task itself."""
-
-    def key(_ctx, inputs: dict) -> str:
-        material = {"inputs": _jsonable(select(inputs)), "code": stages.code_version(stage)}
-        return hashlib.sha256(canonical_json(material).encode()).hexdigest()
-
-    return CacheKeyFnPolicy(cache_key_fn=key) + TASK_SOURCE
-
-
-def _gen(select: Callable[[dict], dict], stage: str) -> dict:
-    return dict(cache_policy=slice_cache(select, stage), persist_result=True, retries=2,
-                retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5)
-
-
-def _secrets(*backends: BackendConfig) -> None:
-    """Resolve Prefect Secret blocks for HTTP backends before their stage starts."""
-    for b in backends:
+    Callers get the state (Prefect returns a returned state as is): `.result()` is the `ArtifactRef`."""
+    done = spec.finished()
+    if done is not None:
+        return Completed(name="Cached", data=done, message=f"finished artifact {done.uri}")
+    for b in backends:  # HTTP backends: resolve Prefect Secret blocks before the stage starts
         if b.backend == "openai":
             export_backend_secret(b)
+    return Completed(data=spec.run())
 
 
-@task(name="load-articles", persist_result=True, retries=2, retry_delay_seconds=[5, 30],
-      cache_policy=slice_cache(lambda i: {"root": i["cfg"].root, "data": i["cfg"].data, "tokenizer": i["cfg"].policy.model,
-                                          "files": source_fingerprint(i["cfg"].data)}, "articles"))
-def load_articles(cfg: RunConfig) -> ArtifactRef:
-    return stages.load_stage(cfg)
+@task(name="load-articles", retries=2, retry_delay_seconds=[5, 30], **_STAGE)
+def load_articles(cfg: RunConfig) -> State:
+    return _run(stages.articles_spec(cfg))
 
 
-@task(name="write-questions", **_gen(lambda i: {"root": i["cfg"].root, "seed": i["cfg"].sampling.seed, "articles": i["articles"],
-                                                "judge": i["judge"], "split": i.get("split")}, "questions"))
-def write_questions(cfg: RunConfig, articles: ArtifactRef, judge: JudgeConfig, split: str | None = None) -> ArtifactRef:
-    _secrets(judge.backend)
-    return stages.questions_stage(cfg, articles, judge, split)
+@task(name="write-questions", **_GENERATION)
+def write_questions(cfg: RunConfig, articles: ArtifactRef, judge: JudgeConfig, split: str | None = None) -> State:
+    return _run(stages.questions_spec(cfg, articles, judge, split), judge.backend)
 
 
-@task(name="sample-summaries", **_gen(lambda i: {"root": i["cfg"].root, "sampling": i["cfg"].sampling, "articles": i["articles"],
-                                                 "questions": i["questions"], "policy": i["policy"]}, "samples"))
-def sample_summaries(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, policy: BackendConfig) -> ArtifactRef:
-    _secrets(policy)
-    return stages.sample_stage(cfg, articles, questions, policy)
+@task(name="sample-summaries", **_GENERATION)
+def sample_summaries(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, policy: BackendConfig) -> State:
+    return _run(stages.samples_spec(cfg, articles, questions, policy), policy)
 
 
-@task(name="judge-summaries", **_gen(lambda i: {"root": i["cfg"].root, "questions": i["questions"], "samples": i["samples"],
-                                                "judge": i["judge"]}, "judged"))
-def judge_summaries(cfg: RunConfig, questions: ArtifactRef, samples: ArtifactRef, judge: JudgeConfig) -> ArtifactRef:
-    _secrets(judge.backend)
-    return stages.judge_stage(cfg, questions, samples, judge)
+@task(name="judge-summaries", **_GENERATION)
+def judge_summaries(cfg: RunConfig, questions: ArtifactRef, samples: ArtifactRef, judge: JudgeConfig) -> State:
+    return _run(stages.judged_spec(cfg, questions, samples, judge), judge.backend)
 
 
-@task(name="build-pairs", persist_result=True,
-      cache_policy=slice_cache(lambda i: {"root": i["cfg"].root, "pairs": i["cfg"].pairs, "judged": i["judged"]}, "pairs"))
-def build_pairs(cfg: RunConfig, judged: ArtifactRef) -> ArtifactRef:
-    return stages.pairs_stage(cfg, judged)
+@task(name="build-pairs", **_STAGE)
+def build_pairs(cfg: RunConfig, judged: ArtifactRef) -> State:
+    return _run(stages.pairs_spec(cfg, judged))
 
 
-@task(name="reference-logprobs", **_gen(lambda i: {"root": i["cfg"].root, "pairs": i["pairs"], "base": i["base_model"],
-                                                    "max_length": i["cfg"].dpo.max_length, "bf16": i["cfg"].dpo.bf16},
-                                         "refprobs"))
-def reference_logprobs(cfg: RunConfig, pairs: ArtifactRef, base_model: str) -> ArtifactRef:
-    return stages.refprobs_stage(cfg, pairs, base_model)
+@task(name="reference-logprobs", **_GENERATION)
+def reference_logprobs(cfg: RunConfig, pairs: ArtifactRef, base_model: str) -> State:
+    return _run(stages.refprobs_spec(cfg, pairs, base_model))
 
 
-@task(name="train-dpo", persist_result=True, retries=1, retry_delay_seconds=30,
-      cache_policy=slice_cache(lambda i: {"root": i["cfg"].root, "dpo": i["cfg"].dpo, "pairs": i["pairs"], "base": i["base_model"],
-                                          "refprobs": i.get("refprobs")}, "dpo"))
-def train_dpo(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: ArtifactRef | None = None) -> ArtifactRef:
-    return stages.train_stage(cfg, pairs, base_model, refprobs)
+@task(name="train-dpo", retries=1, retry_delay_seconds=30, **_STAGE)
+def train_dpo(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: ArtifactRef | None = None) -> State:
+    return _run(stages.dpo_spec(cfg, pairs, base_model, refprobs))
 
 
-@task(name="merge-adapter", persist_result=True,
-      cache_policy=slice_cache(lambda i: {"root": i["cfg"].root, "base": i["base_model"], "adapter": i["adapter"]}, "merged"))
-def merge_adapter(cfg: RunConfig, base_model: str, adapter: ArtifactRef) -> ArtifactRef:
-    return stages.merge_stage(cfg, base_model, adapter)
+@task(name="merge-adapter", **_STAGE)
+def merge_adapter(cfg: RunConfig, base_model: str, adapter: ArtifactRef) -> State:
+    return _run(stages.merged_spec(cfg, base_model, adapter))
 
 
-@task(name="evaluate", **_gen(lambda i: {**i, "baselines": sorted(stages.reference_models(i["cfg"]))}, "eval"))
+@task(name="evaluate", **_GENERATION)
 def evaluate(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRef, tuned: BackendConfig,
-             adapters: list[ArtifactRef], upstream: dict[str, ArtifactRef]) -> ArtifactRef:
-    _secrets(cfg.policy, tuned, (cfg.eval.judge or cfg.judge).backend)
-    return stages.eval_stage(cfg, articles, eval_questions, tuned, adapters, upstream)
+             adapters: list[ArtifactRef], upstream: dict[str, ArtifactRef]) -> State:
+    judge = cfg.eval.judge or cfg.judge
+    return _run(stages.eval_spec(cfg, articles, eval_questions, tuned, adapters, upstream),
+                judge.backend, *stages.eval_models(cfg, tuned).values())

@@ -1,14 +1,15 @@
-"""Backends, chosen from one explicit table by `BackendConfig.backend`.
+"""Backends, chosen from one explicit table by the config's `backend` tag.
 
-Each entry is imported only when selected, so the library imports without vLLM or an HTTP
-client stack installed.
+The tag also selects the config type (`sumpref.config.BackendConfig` is a union keyed on it), so
+each backend receives the fields of its own engine only. Each entry is imported only when
+selected, so the library imports without vLLM or an HTTP client stack installed.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from sumpref.backends.base import Backend, BackendStats, Generation, SamplingParams
+from sumpref.backends.base import FAILURES, Backend, BackendStats, Generation, SamplingParams
 from sumpref.config import BackendConfig
 
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -23,4 +24,4 @@ def make_backend(cfg: BackendConfig, **kwargs) -> Backend:
     return getattr(importlib.import_module(module), cls)(cfg, **kwargs)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendStats", "Generation", "SamplingParams", "make_backend"]
+__all__ = ["BACKENDS", "FAILURES", "Backend", "BackendStats", "Generation", "SamplingParams", "make_backend"]

@@ -40,21 +40,66 @@ class Generation:
     error: str | None = None
 
 
+# ---------------------------------------------------------------------------------------------
+# The failure vocabulary: every reason a backend may put in `Generation.error`, and whether it is
+# transient (may pass on a retry: the shard is redone) or permanent (the row is a counted drop).
+# Backends build failed generations with `failed()` only, which refuses a reason not listed here.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Failure:
+    transient: bool
+    meaning: str
+
+
+FAILURES: dict[str, Failure] = {
+    "timeout": Failure(True, "no answer within the request timeout"),
+    "connection_error": Failure(True, "connection refused, reset or dropped"),
+    "malformed_response": Failure(True, "a 200 answer that is not a chat completion (truncated body)"),
+    "http_transient": Failure(True, "HTTP 408, 409, 429 or 5xx: overloaded, rate-limited or restarting"),
+    "http_permanent": Failure(False, "any other HTTP error status (400 bad request, 401 key, 404 model)"),
+    "client_error": Failure(False, "the client could not build or send the request (`client_error:<type>`)"),
+    "short_response": Failure(False, "fewer samples than asked for (after bounded top-ups, for HTTP)"),
+    "prompt_too_long": Failure(False, "the prompt does not fit the engine's max_model_len: not sent"),
+}
+
+# The statuses the openai SDK retries (its documented policy); the shard logic agrees with it.
+TRANSIENT_HTTP_STATUS = frozenset({408, 409, 429})
+
+
+def http_reason(status: int) -> str:
+    return f"http_{status}"
+
+
+def failure_kind(reason: str) -> str:
+    """The FAILURES key of a recorded reason: `http_503` -> `http_transient`,
+    `client_error:ValueError` -> `client_error`. An unlisted reason is a ValueError."""
+    if reason.startswith("http_") and reason[5:].isdigit():
+        status = int(reason[5:])
+        return "http_transient" if status in TRANSIENT_HTTP_STATUS or status >= 500 else "http_permanent"
+    kind = reason.split(":", 1)[0]
+    if kind not in FAILURES or kind.startswith("http_"):
+        raise ValueError(f"unknown generation failure reason {reason!r}: add it to backends.base.FAILURES")
+    return kind
+
+
+def is_transient(reason: str | None) -> bool:
+    return bool(reason) and FAILURES[failure_kind(reason)].transient
+
+
+def failed(reason: str, prompt_tokens: int = 0) -> Generation:
+    """A generation that failed for `reason` (checked against the vocabulary)."""
+    failure_kind(reason)
+    return Generation(text="", prompt_tokens=prompt_tokens, output_tokens=0, finish_reason="error", error=reason)
+
+
 class TransientGenerationError(RuntimeError):
-    """Generations failed for a reason that may pass (timeouts, 429, 5xx, dropped connections).
+    """Generations failed for a transient reason (see FAILURES).
 
     Raised by shard workers so that the shard is not written: the task's retries, or a rerun,
     compute it again. Permanent failures (e.g. HTTP 400) are recorded per row instead.
     """
-
-
-def is_transient(reason: str | None) -> bool:
-    if not reason:
-        return False
-    if reason.startswith("http_"):
-        code = reason[5:]
-        return code == "429" or code.startswith("5")
-    return reason in ("timeout", "connection_error", "malformed_json")
 
 
 def raise_if_transient(generations: list[list[Generation]]) -> None:

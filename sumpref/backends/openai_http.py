@@ -1,100 +1,68 @@
-"""OpenAI-compatible chat-completions backend (OpenAI, vLLM's server, `transformers serve`, ...).
+"""OpenAI-compatible chat-completions backend (OpenAI, vLLM's server, `transformers serve`, ...),
+on the `openai` SDK.
 
 Contract: `OpenAIBackend(cfg).generate(prompts, params)` returns, for every prompt and in order,
 exactly `params.n` `Generation`s. A request that still fails after `cfg.max_retries` retries
-yields generations with `finish_reason="error"` and `error=<reason>` (reasons: `http_<status>`,
-`timeout`, `connection_error`, `malformed_response`, `short_response`); they are counted in
+yields generations with `finish_reason="error"` and `error=<reason>` (reasons from the one
+vocabulary in `backends.base.FAILURES`: `http_<status>`, `timeout`, `connection_error`,
+`malformed_response`, `short_response`, `client_error:<type>`); they are counted in
 `stats.errors`, never raised. Retries are counted in `stats.retries`; tokens come from the
 server's `usage`; `stats.cost_usd` uses the config's prices.
 
-Retry policy (pure functions below, unit-tested): 429, 408, 5xx, timeouts, dropped connections
-and unparseable bodies are retried with exponential backoff and full jitter; a `Retry-After`
-header is honoured (as a lower bound). Other 4xx are not retried.
+Retries, timeouts and Retry-After are the SDK's (its documented policy): 408, 409, 429, 5xx,
+timeouts and dropped connections are retried up to `cfg.max_retries` times with exponential
+backoff from 0.5 s (up to 25 % jitter, at most 8 s); a `Retry-After` of up to two minutes is used
+as the wait instead; other 4xx are not retried; `cfg.request_timeout_s` bounds each attempt.
+The SDK does not retry a 200 whose body is not a chat completion: that one is retried here, at
+once, from the same budget. Retries taken are read from the SDK (`retries_taken` of a response,
+the retry-count header of the last request of a failure).
 
 `n` samples: one request with `n`; if the server returns fewer choices (some cap `n` or ignore
 it), the rest is requested again with the remaining count and a shifted seed, a bounded number
-of times. The API key is read from the environment variable `cfg.api_key_env` at `load()`; it
-is sent only in the Authorization header, never logged, pickled or put into an error string.
-Usable from sync code: `generate` runs its own event loop, in a helper thread when the calling
-thread already runs one.
+of times. The API key is read from the environment variable `cfg.api_key_env` at `load()` (never
+the SDK's own `OPENAI_API_KEY` fallback); it is sent only in the Authorization header, never
+logged, pickled or put into an error string. Usable from sync code: `generate` runs its own event
+loop, in a helper thread when the calling thread already runs one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.utils
 import json
 import logging
 import os
-import random
-import time
-from dataclasses import dataclass
 from typing import Any
 
-from sumpref.backends.base import BackendStats, Generation, Messages, SamplingParams
-from sumpref.config import BackendConfig
+from sumpref.backends.base import BackendStats, Generation, Messages, SamplingParams, failed, http_reason
+from sumpref.config import OpenAIBackendConfig
 
 log = logging.getLogger("sumpref.openai")
 
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+# The SDK names each attempt's index in this request header; a failure carries its last request.
+RETRY_COUNT_HEADER = "x-stainless-retry-count"
 
 
 # ---------------------------------------------------------------------------------------------
-# Pure policy and mapping functions
+# Pure mapping functions
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_retries: int = 6
-    base_s: float = 0.5
-    max_s: float = 30.0
-    max_retry_after_s: float = 120.0
+def failure_of(exc: BaseException) -> tuple[str, int]:
+    """(failure reason, retries the SDK took) for an exception from a chat-completions call.
+    Names only, never messages: those may hold URLs."""
+    import openai
 
-    def delay(self, attempt: int, retry_after_s: float | None = None, rand: float | None = None) -> float:
-        """Seconds to wait before retry number `attempt` (0-based): full jitter over an
-        exponentially growing cap, never less than the server's Retry-After (itself capped)."""
-        cap = min(self.max_s, self.base_s * (2.0**attempt))
-        r = random.random() if rand is None else rand
-        wait = cap * r
-        if retry_after_s is not None:
-            wait = max(wait, min(retry_after_s, self.max_retry_after_s))
-        return wait
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """`Retry-After` as seconds: delta-seconds or an HTTP date; None when absent or invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def status_reason(status: int) -> tuple[str, bool]:
-    """(error reason, retryable) for a non-200 HTTP status."""
-    return f"http_{status}", status in RETRYABLE_STATUS or status >= 500
-
-
-def exception_reason(exc: BaseException) -> tuple[str, bool]:
-    """(error reason, retryable) for a transport exception. Names only: messages may hold URLs."""
-    import httpx
-
-    if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError)):
-        return "timeout", True
-    if isinstance(exc, (httpx.TransportError, ConnectionError)):  # connect/read/write/protocol errors
-        return "connection_error", True
-    return f"client_error:{type(exc).__name__}", False
+    if not isinstance(exc, openai.APIError):
+        return f"client_error:{type(exc).__name__}", 0
+    retries = int(exc.request.headers.get(RETRY_COUNT_HEADER, "0"))
+    if isinstance(exc, openai.APIStatusError):
+        return http_reason(exc.status_code), retries
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout", retries
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection_error", retries
+    return f"client_error:{type(exc).__name__}", retries
 
 
 def response_format(schema: dict | None) -> dict | None:
@@ -154,11 +122,6 @@ def parse_response(payload: Any) -> tuple[list[Generation], int, int]:
     return gens, p_tok, o_tok
 
 
-def error_generations(reason: str, k: int, prompt_tokens: int = 0) -> list[Generation]:
-    return [Generation(text="", prompt_tokens=prompt_tokens, output_tokens=0, finish_reason="error", error=reason)
-            for _ in range(k)]
-
-
 def run_sync(coro):
     """Run a coroutine to completion from sync code, also when this thread already runs a loop."""
     try:
@@ -179,31 +142,19 @@ class OpenAIBackend:
 
     supports_json_schema = True
 
-    def __init__(
-        self,
-        cfg: BackendConfig,
-        *,
-        backoff_base_s: float = 0.5,
-        backoff_max_s: float = 30.0,
-        max_topups: int | None = None,
-        **_: Any,
-    ):
-        if not cfg.base_url:
-            raise ValueError("backend 'openai' needs base_url")
+    def __init__(self, cfg: OpenAIBackendConfig, *, max_topups: int | None = None):
         self.cfg = cfg
-        self.policy = RetryPolicy(cfg.max_retries, backoff_base_s, backoff_max_s)
         self.max_topups = max_topups
         self.stats = BackendStats()
         self._api_key: str | None = None
         self._loaded = False
 
-    # Cheap to pickle: config and policy only, never the key.
+    # Cheap to pickle: config only, never the key.
     def __getstate__(self) -> dict:
-        return {"cfg": self.cfg, "policy": self.policy, "max_topups": self.max_topups}
+        return {"cfg": self.cfg, "max_topups": self.max_topups}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["cfg"], backoff_base_s=state["policy"].base_s, backoff_max_s=state["policy"].max_s,
-                      max_topups=state["max_topups"])
+        self.__init__(state["cfg"], max_topups=state["max_topups"])
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(base_url={self.cfg.base_url!r}, model={self.cfg.model!r})"
@@ -227,22 +178,16 @@ class OpenAIBackend:
 
     # -- async internals ------------------------------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
-        h = {"Content-Type": "application/json"}
-        if self._api_key:
-            h["Authorization"] = f"Bearer {self._api_key}"
-        return h
-
     async def _generate_all(self, prompts: list[Messages], params: SamplingParams) -> list[list[Generation]]:
-        import httpx
+        import openai
 
-        limits = httpx.Limits(max_connections=self.cfg.max_concurrency, max_keepalive_connections=self.cfg.max_concurrency)
-        timeout = httpx.Timeout(self.cfg.request_timeout_s)
+        # The SDK would fall back to $OPENAI_API_KEY; we never send a key we were not given. Without
+        # one, the Authorization header is omitted on every request (see `_request`).
+        client = openai.AsyncOpenAI(api_key=self._api_key or "no-key", base_url=self.cfg.base_url,
+                                    timeout=self.cfg.request_timeout_s, max_retries=self.cfg.max_retries)
         sem = asyncio.Semaphore(self.cfg.max_concurrency)
-        base = self.cfg.base_url.rstrip("/")
-        async with httpx.AsyncClient(base_url=base, timeout=timeout, limits=limits, headers=self._headers()) as client:
-            tasks = [self._one_prompt(client, sem, m, params) for m in prompts]
-            return list(await asyncio.gather(*tasks))
+        async with client:
+            return list(await asyncio.gather(*(self._one_prompt(client, sem, m, params) for m in prompts)))
 
     async def _one_prompt(self, client, sem, messages: Messages, params: SamplingParams) -> list[Generation]:
         gens: list[Generation] = []
@@ -262,44 +207,42 @@ class OpenAIBackend:
 
     def _count_errors(self, reason: str, k: int) -> list[Generation]:
         self.stats.errors[reason] = self.stats.errors.get(reason, 0) + k
-        return error_generations(reason, k)
+        return [failed(reason) for _ in range(k)]
 
     async def _request(self, client, sem, body: dict) -> tuple[list[Generation], str | None]:
-        """POST with retries. Returns (generations, None) or ([], final error reason)."""
-        reason = "unknown"
+        """One logical request, with the SDK's retries. Returns (generations, None) or ([], reason)."""
+        import openai
+
         self.stats.requests += 1
-        attempt = 0
-        for attempt in range(self.policy.max_retries + 1):
-            retry_after = None
+        extra = {} if self._api_key else {"extra_headers": {"Authorization": openai.omit}}
+        budget = self.cfg.max_retries
+        while True:
             try:
                 async with sem:
-                    async with asyncio.timeout(self.cfg.request_timeout_s):
-                        resp = await client.post("/chat/completions", json=body)
-                        raw = await resp.aread()
-                if resp.status_code == 200:
-                    try:
-                        gens, p_tok, o_tok = parse_response(json.loads(raw))
-                    except (ValueError, TypeError, AttributeError):
-                        reason, retryable = "malformed_response", True
-                    else:
-                        self._account(p_tok, o_tok)
-                        return gens, None
-                else:
-                    reason, retryable = status_reason(resp.status_code)
-                    retry_after = parse_retry_after(resp.headers.get("retry-after"))
-            except Exception as exc:  # noqa: BLE001 - classified below; unknown kinds are not retried
-                reason, retryable = exception_reason(exc)
-            if not retryable or attempt == self.policy.max_retries:
-                break
-            self.stats.retries += 1
-            wait = self.policy.delay(attempt, retry_after)
-            log.debug("retry %d after %s in %.2fs", attempt + 1, reason, wait)
-            await asyncio.sleep(wait)
-        log.warning("request failed after %d attempt(s): %s", attempt + 1, reason)
-        return [], reason
+                    raw = await client.with_options(max_retries=budget).chat.completions.with_raw_response.create(
+                        **body, **extra)
+                    content = raw.http_response.content
+            except Exception as exc:  # noqa: BLE001 - every kind maps to a counted failure reason
+                reason, retries = failure_of(exc)
+                self.stats.retries += retries
+                log.warning("request failed after %d attempt(s): %s", retries + 1, reason)
+                return [], reason
+            self.stats.retries += raw.retries_taken
+            budget -= raw.retries_taken
+            try:
+                gens, p_tok, o_tok = parse_response(json.loads(content))
+            except (ValueError, TypeError, AttributeError):
+                if budget <= 0:
+                    log.warning("request failed: malformed_response")
+                    return [], "malformed_response"
+                self.stats.retries += 1
+                budget -= 1
+                continue
+            self._account(p_tok, o_tok)
+            return gens, None
 
     def _account(self, prompt_tokens: int, output_tokens: int) -> None:
         self.stats.prompt_tokens += prompt_tokens
         self.stats.output_tokens += output_tokens
-        cost = (prompt_tokens * self.cfg.usd_per_1m_prompt_tokens + output_tokens * self.cfg.usd_per_1m_output_tokens) / 1e6
-        self.stats.cost_usd = getattr(self.stats, "cost_usd", 0.0) + cost
+        self.stats.cost_usd += (prompt_tokens * self.cfg.usd_per_1m_prompt_tokens
+                                + output_tokens * self.cfg.usd_per_1m_output_tokens) / 1e6

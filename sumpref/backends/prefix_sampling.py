@@ -23,16 +23,25 @@ is an independent draw from the same distribution `generate` samples from.
 `generate`): same outputs, saves the repeated prefill but still copies the prefix per sample.
 It is also the fallback for models the shared path does not cover (sliding windows, non-standard
 caches).
+
+Private transformers internals, pinned: the shared path subclasses `cache_utils.DynamicLayer`,
+replaces `cache.layers`, reads `AttentionInterface._global_mapping` and sets each config's
+`_attn_implementation`. It was tested with transformers 5.17.0 and 5.24.0 (`TESTED_TRANSFORMERS`;
+`benchmarks/RESULTS.md`, tests/integration/test_prefix_sampling.py). Outside 5.17.0 - 5.24.x
+`tested_transformers()` warns once and the sampler uses `mode="expand"` (public cache API only).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import inspect
+import warnings
 from typing import Any, Sequence
 
 ATTN_NAME = "sumpref_shared_prefix"
+TESTED_TRANSFORMERS = ("5.17.0", "5.24.0")  # oldest and newest transformers the shared path was tested with
 _ACTIVE: contextvars.ContextVar[Any] = contextvars.ContextVar("sumpref_shared_prefix_cache", default=None)
 
 
@@ -62,6 +71,25 @@ def _pad_id(model, tokenizer) -> int:
             return int(pid)
     eos = sorted(_eos_ids(model))
     return eos[0] if eos else 0
+
+
+@functools.lru_cache(maxsize=None)
+def tested_transformers(version: str | None = None) -> bool:
+    """Whether `version` (default: the installed transformers) lies in `TESTED_TRANSFORMERS`; warns if not."""
+    from packaging.version import Version
+
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    lo, hi = (Version(v) for v in TESTED_TRANSFORMERS)
+    v = Version(version)
+    if lo <= v and v.release[:2] <= hi.release[:2]:
+        return True
+    warnings.warn(f"sumpref.backends.prefix_sampling: the shared-prefix path uses private transformers internals "
+                  f"tested with {lo}..{hi}, not {version}; falling back to mode='expand' (public API, slower). "
+                  "Pin transformers to the tested range, or test and extend TESTED_TRANSFORMERS.", RuntimeWarning, stacklevel=2)
+    return False
 
 
 def supports_shared_prefix(model) -> bool:
@@ -303,7 +331,7 @@ def sample_shared_prefix(
         raise ValueError("empty prompt")
     if mode not in ("shared", "expand"):
         raise ValueError(f"mode must be 'shared' or 'expand', got {mode!r}")
-    if mode == "shared" and not supports_shared_prefix(model):
+    if mode == "shared" and not (supports_shared_prefix(model) and tested_transformers()):
         mode = "expand"
     pad_id, eos = _pad_id(model, tokenizer), _eos_ids(model)
     gen_kw = _gen_kwargs(model, temperature, top_p, top_k, max_new_tokens, pad_id)

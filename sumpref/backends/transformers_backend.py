@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 
 from sumpref.backends.base import BackendStats, Generation, Messages, SamplingParams
-from sumpref.config import BackendConfig
+from sumpref.config import TransformersBackendConfig
 
 
 class TransformersBackend:
     supports_json_schema = False
     supports_template = True  # sumpref.constrained line templates through prefix_allowed_tokens_fn
 
-    def __init__(self, cfg: BackendConfig, num_threads: int | None = None):
+    def __init__(self, cfg: TransformersBackendConfig, num_threads: int | None = None):
         self.cfg = cfg
         self.num_threads = num_threads
         self.stats = BackendStats()
@@ -53,7 +53,9 @@ class TransformersBackend:
         if self.cfg.adapter:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, self.cfg.adapter)
+            from sumpref.storage import localize
+
+            model = PeftModel.from_pretrained(model, localize(self.cfg.adapter))  # a URI on a remote root
         model.eval()
         self._model, self._tok, self._device = model, tok, device
 

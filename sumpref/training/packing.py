@@ -12,10 +12,9 @@ Contract:
 - `build_groups(rows, tokenizer, max_length)`: pair rows (`article_id`, `prompt` chat messages of
   the user turn, `chosen`/`rejected` full chat message lists) -> `ArticleGroup`s (token ids).
 - `make_microbatches(groups, pairs_per_batch)`: whole articles per micro-batch.
-- `pack_groups(groups, pad_id)` -> `PackedBatch` (tensors on CPU).
-- `PackedLogProbs(model)(**batch.model_inputs())` -> summed log-prob of every completion
-  (order: group by group, completion by completion); `batch.completion_tokens` holds the counts.
-  The wrapper is an `nn.Module` so DDP / DeepSpeed can wrap it and see one forward call.
+- `pack_groups(groups, pad_id)` -> `PackedBatch` (tensors on CPU); completions are numbered group
+  by group, completion by completion, and `batch.completion_tokens` holds their token counts.
+`sumpref.training.packed_logprobs.PackedLogProbs` runs a model over a `PackedBatch`.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import torch
-from torch import nn
 
 
 @dataclass
@@ -190,85 +188,3 @@ def pack_groups(groups: Sequence[ArticleGroup], pad_id: int, pad_to_multiple: in
         base += len(g.completions)
     t = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
     return PackedBatch(input_ids, position_ids, segment_ids, t(pred), t(tgt), t(owner), t(ntok), t(chosen), t(rejected), rows)
-
-
-def block_mask(segment_ids: torch.Tensor) -> torch.Tensor:
-    """[B, 1, L, L] boolean mask (True = attend) for the packed layout.
-
-    Query in segment s attends causally to the prompt (segment 0) and to segment s. Padding
-    queries attend to themselves only, so no softmax row is empty (an empty row gives NaN that
-    backward would spread)."""
-    L = segment_ids.shape[1]
-    q = segment_ids[:, :, None]
-    k = segment_ids[:, None, :]
-    causal = torch.ones(L, L, dtype=torch.bool, device=segment_ids.device).tril()
-    allowed = causal & (k >= 0) & ((k == 0) | (k == q))
-    eye = torch.eye(L, dtype=torch.bool, device=segment_ids.device)
-    allowed = torch.where((q < 0), eye, allowed)
-    return allowed[:, None]
-
-
-def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: LoRA lives in the modules
-    return lm.get_decoder(), lm.get_output_embeddings()
-
-
-class PackedLogProbs(nn.Module):
-    """Summed log-probability of every packed completion under `model` (a causal LM, PEFT or not).
-
-    Logits are computed only at the positions that predict a completion token: the prompt's
-    positions never reach the vocabulary projection.
-
-    `autocast_dtype` (e.g. bfloat16 for a bf16 base with fp32 LoRA weights) runs the decoder under
-    autocast: pair it with `disable_adapter_input_cast(model)` so PEFT does not copy every
-    activation to fp32 for the adapter (see there).
-    """
-
-    def __init__(self, model: nn.Module, autocast_dtype: torch.dtype | None = None):
-        super().__init__()
-        self.model = model
-        self.autocast_dtype = autocast_dtype
-
-    def forward(self, input_ids, position_ids, segment_ids, pred_index, target_ids, token_owner, completion_tokens):
-        decoder, head = _decoder_and_head(self.model)
-        with torch.autocast(input_ids.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
-            hidden = decoder(
-                input_ids=input_ids,
-                position_ids=position_ids,
-                attention_mask=block_mask(segment_ids),
-                use_cache=False,
-            ).last_hidden_state
-            h = hidden.flatten(0, 1).index_select(0, pred_index)
-            logits = head(h)
-        logits = logits.float()
-        token_logp = logits.log_softmax(-1).gather(-1, target_ids[:, None]).squeeze(-1)
-        out = torch.zeros(completion_tokens.numel(), dtype=token_logp.dtype, device=token_logp.device)
-        return out.index_add(0, token_owner, token_logp)
-
-
-def disable_adapter_input_cast(model: nn.Module) -> int:
-    """Stop PEFT from casting each LoRA input to the adapter's fp32 dtype.
-
-    By default every LoRA layer copies its (bf16) input to fp32, runs the adapter in fp32 and adds
-    an fp32 result back: several extra passes over every projection's activations, and fp32 copies
-    kept for backward. Under autocast the adapter matmuls run in bf16 against the fp32 master
-    weights (cast once per forward, gradients still reach the fp32 weights). Returns the number
-    of layers changed."""
-    n = 0
-    for module in model.modules():
-        if hasattr(module, "lora_A") and hasattr(module, "_cast_input_dtype"):
-            module.cast_input_dtype_enabled = False
-            n += 1
-    return n
-
-
-def unpacked_logps(model: nn.Module, group: ArticleGroup) -> torch.Tensor:
-    """Reference path for tests: each completion as its own prompt+completion sequence."""
-    out = []
-    for comp in group.completions:
-        ids = torch.tensor([group.prompt_ids + comp], device=next(model.parameters()).device)
-        logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
-        lp = logits.log_softmax(-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
-        out.append(lp[len(group.prompt_ids) - 1 :].sum())
-    return torch.stack(out)

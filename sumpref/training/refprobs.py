@@ -19,7 +19,8 @@ from typing import Sequence
 
 import torch
 
-from sumpref.training.packing import ArticleGroup, PackedLogProbs, build_groups, make_microbatches, pack_groups
+from sumpref.training.packed_logprobs import PackedLogProbs
+from sumpref.training.packing import ArticleGroup, build_groups, make_microbatches, pack_groups
 
 REF_COLUMNS = ("ref_chosen_logp", "ref_rejected_logp")
 

@@ -1,20 +1,30 @@
-"""Deployments against a real `prefect server`: both register (the nightly one on its cron
-schedule), and a run triggered the way the UI does it completes and writes its report."""
+"""The deployments as users operate them, through ONE real `prefect server` and ONE real process
+worker for the whole module (`deployments.stack`, what `make serve` runs): `prefect deploy --all`
+applies `prefect.yaml` to the process pool; the pipeline deployment fails on an injected fault,
+is retried through the API and completes with its earlier tasks Cached; the nightly deployment
+runs for two consecutive dates (night 2 starts from night 1's champion on other articles, a round
+made worse on purpose is rejected, a rerun reuses its tasks); headless Chromium renders the UI.
 
-import os
+Tiny configs throughout (few articles, short generations, one DPO step).
+"""
+
+import json
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 
+from deployments import stack
+from sumpref.champion import current_champion, read_history
+from sumpref.config import load_config
 from tests.integration._pipeline_config import tiny_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "runs" / "screenshots"  # ignored by git
+STAGE_TASKS = ("load-articles", "write-questions", "sample-summaries", "judge-summaries", "build-pairs")
 
 
 def free_port() -> int:
@@ -24,62 +34,162 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
+def prefect_stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    import httpx
-
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail("prefect server did not become healthy in 120 s")
-    yield env
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
-
-
-def test_deployments_register_and_a_triggered_run_completes(prefect_server, tmp_path):
-    cfg = tiny_config(tmp_path / "runs", data={"num_articles": 8, "eval_fraction": 0.25}, dpo={"max_steps": 1})
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    env = {**prefect_server, "PYTHONPATH": str(ROOT)}
-    serve = subprocess.Popen([sys.executable, "-m", "deployments.serve", "--config", str(recipe), "--nightly-cron", "30 1 * * *"],
-                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    script = """
-import sys, time
-from prefect.client.orchestration import get_client
-from prefect.deployments import run_deployment
-with get_client(sync_client=True) as c:
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        names = {d.name: d for d in c.read_deployments()}
-        if {"pipeline", "nightly-iterative-dpo"} <= set(names):
-            break
-        time.sleep(1)
-    nightly = names["nightly-iterative-dpo"]
-    print("CRON", [s.schedule.cron for s in nightly.schedules])
-    print("ROUNDS", nightly.parameters["rounds"])
-run = run_deployment("sumpref-full-pipeline/pipeline", timeout=900)
-print("STATE", run.state.name)
-with get_client(sync_client=True) as c:
-    print("RESULT", c.read_flow_run(run.id).state.name)
-"""
     try:
-        out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    finally:
-        os.killpg(serve.pid, 15)
-        serve.wait(timeout=60)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "CRON ['30 1 * * *']" in out.stdout and "ROUNDS 2" in out.stdout
-    assert "STATE Completed" in out.stdout, out.stdout + out.stderr[-3000:]
-    assert list((tmp_path / "runs").glob("eval/*/report.md"))
+        state = stack.start(home, port)
+    except Exception:
+        stack.stop(home)
+        raise
+    yield {**state, "env": stack.stack_env(home.resolve(), port), "home": home}
+    stack.stop(home)
+
+
+def run_script(env: dict, code: str, *args: str, timeout: int = 1800) -> dict:
+    """Run client code in a fresh interpreter against the stack; it prints one JSON line last."""
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+TRIGGER = """
+import json, sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter
+from prefect.deployments import run_deployment
+run = run_deployment(sys.argv[1], parameters=json.loads(sys.argv[2]), timeout=1800)
+with get_client(sync_client=True) as c:
+    tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [run.id]}))
+print(json.dumps({"id": str(run.id), "state": run.state.name,
+                  "tasks": [[t.name.rsplit("-", 1)[0], t.state.name if t.state else None] for t in tasks]}))
+"""
+
+
+def trigger(env: dict, name: str, params: dict) -> dict:
+    return run_script(env, TRIGGER, name, json.dumps(params))
+
+
+def tasks_in(run: dict, state: str) -> set[str]:
+    return {name for name, s in run["tasks"] if s == state}
+
+
+def nightly_params(root: Path, day: str, **dpo) -> dict:
+    cfg = tiny_config(root, dpo={"max_steps": 1, **dpo}, eval={"bootstrap_samples": 200},
+                      # A candidate that ties the champion everywhere (CI [0.5, 0.5]) passes 0.25; one that
+                      # loses most held-out articles does not.
+                      nightly={"rounds": 1, "articles_per_round": 10, "promote_threshold": 0.25})
+    return {"config": cfg.model_dump(mode="json"), "date": day}
+
+
+@pytest.fixture(scope="module")
+def night1(prefect_stack, tmp_path_factory):
+    root = tmp_path_factory.mktemp("nightly") / "runs"
+    run = trigger(prefect_stack["env"], "sumpref-nightly/nightly", nightly_params(root, "2026-12-01"))
+    return {**run, "root": root}
+
+
+def test_prefect_yaml_deploys_to_a_process_pool_with_the_demo_recipe(prefect_stack):
+    got = run_script(prefect_stack["env"], """
+import json
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as c:
+    print(json.dumps({d.name: {"pool": d.work_pool_name, "config": d.parameters.get("config"),
+                               "cron": [s.schedule.cron for s in d.schedules]} for d in c.read_deployments()}))
+""")
+    assert set(got) == {"pipeline", "nightly", "evaluate"}
+    demo = load_config(ROOT / "configs" / "demo.yaml")
+    for d in (got["pipeline"], got["nightly"]):
+        assert d["pool"] == stack.POOL
+        assert type(demo).model_validate(d["config"]) == demo
+    assert got["nightly"]["cron"] == ["0 2 * * *"]
+
+
+def test_failed_pipeline_run_retried_through_the_api_reuses_finished_tasks(prefect_stack, tmp_path):
+    root = tmp_path / "runs"
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [
+        f"root={root}", "data.num_articles=8", "data.max_article_tokens=160", "sampling.n=3", "sampling.max_new_tokens=24",
+        "sampling.shard_size=4", "dpo.max_steps=1", "dpo.max_length=256", "eval.max_new_tokens=16",
+        "eval.bootstrap_samples=50", "policy.num_cpus=1"])
+    root.mkdir(parents=True)
+    (root / "dpo").write_text("a file where the training stage's folder goes: training cannot write")
+    first = trigger(prefect_stack["env"], "sumpref-full-pipeline/pipeline", {"config": cfg.model_dump(mode="json")})
+    assert first["state"] == "Failed", first
+    assert set(STAGE_TASKS) <= tasks_in(first, "Completed")
+    assert "train-dpo" in tasks_in(first, "Failed")
+
+    (root / "dpo").unlink()
+    env = prefect_stack["env"]
+    retry = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "retry", first["id"]], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    after = run_script(env, f"""
+import json, time
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter
+with get_client(sync_client=True) as c:
+    deadline = time.time() + 1800
+    while time.time() < deadline:
+        fr = c.read_flow_run({first["id"]!r})
+        if fr.state and fr.state.is_final() and fr.run_count > 1:
+            break
+        time.sleep(3)
+    tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id={{"any_": [fr.id]}}))
+    print(json.dumps({{"state": fr.state.name, "tasks": [[t.name.rsplit("-", 1)[0], t.state.name] for t in tasks]}}))
+""")
+    assert after["state"] == "Completed", after
+    assert set(STAGE_TASKS) <= tasks_in(after, "Cached"), after["tasks"]
+    assert list(root.glob("eval/*/report.md"))
+
+
+def test_nightly_continues_from_the_champion_rejects_a_worse_round_and_reruns_cached(prefect_stack, night1):
+    env, root = prefect_stack["env"], night1["root"]
+    assert night1["state"] == "Completed", night1
+    champ1 = current_champion(str(root), "unused")
+    assert champ1["id"] == "2026-12-01-r01" and champ1["status"] == "promoted" and champ1["parent"] == "initial"
+    assert Path(champ1["model"], "config.json").exists()
+
+    # Night 2, made worse on purpose: a learning rate that wrecks the LoRA update.
+    night2 = trigger(env, "sumpref-nightly/nightly", nightly_params(root, "2026-12-02", learning_rate=1.0))
+    assert night2["state"] == "Completed", night2
+    history = read_history(str(root))
+    assert [e["id"] for e in history] == ["2026-12-01-r01", "2026-12-02-r01"]
+    n1, n2 = history
+    assert n2["parent"] == n1["id"] and n2["parent_model"] == champ1["model"]  # started from night 1's champion
+    used1 = {*n1["articles"]["train"], *n1["articles"]["eval"]}
+    used2 = {*n2["articles"]["train"], *n2["articles"]["eval"]}
+    assert used1 and used2 and not used1 & used2
+    assert n2["status"] == "rejected", n2["win_rate"]
+    assert not n2["win_rate"]["ci95"][0] > 0.25  # (NaN, when no summary could be judged, is no evidence either)
+    assert current_champion(str(root), "unused")["id"] == champ1["id"]  # the champion stays
+
+    rerun = trigger(env, "sumpref-nightly/nightly", nightly_params(root, "2026-12-02", learning_rate=1.0))
+    assert rerun["state"] == "Completed", rerun
+    assert {*STAGE_TASKS, "train-dpo", "evaluate", "select-articles"} <= tasks_in(rerun, "Cached"), rerun["tasks"]
+    assert len(read_history(str(root))) == 2  # nothing recorded twice
+    report = (root / "champion" / "report.md").read_text()
+    assert "2026-12-01-r01 | promoted" in report and "2026-12-02-r01 | rejected" in report
+    assert (root / "champion" / "rounds.png").stat().st_size > 1000
+
+
+def chromium(url: str, *args: str, tmp: Path) -> str:
+    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp}", "--virtual-time-budget=20000", *args, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_ui_shows_the_deployments_and_the_rounds_artifact(prefect_stack, night1, tmp_path):
+    ui = prefect_stack["ui"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    pages = {"deployments": f"{ui}/v2/deployments", "flow-run": f"{ui}/v2/runs/flow-run/{night1['id']}?tab=Artifacts"}
+    dom = {}
+    for name, url in pages.items():
+        dom[name] = chromium(url, "--dump-dom", tmp=tmp_path / f"profile-{name}")
+        chromium(url, "--window-size=1400,1000", f"--screenshot={SCREENSHOTS / f'{name}.png'}", tmp=tmp_path / f"shot-{name}")
+        assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
+    assert "pipeline" in dom["deployments"] and "nightly" in dom["deployments"]
+    assert "sumpref-rounds" in dom["flow-run"] and "sumpref rounds: it" in dom["flow-run"]  # key and title

@@ -11,7 +11,7 @@ import pickle
 import pytest
 
 from sumpref.backends.base import SamplingParams
-from sumpref.config import BackendConfig
+from sumpref.config import OpenAIBackendConfig
 from tests.fault_proxy import FaultProxy
 from tests.openai_server import ModelServer, ServerThread
 
@@ -40,10 +40,10 @@ def key_env(monkeypatch):
 def _backend(base_url: str, **over):
     from sumpref.backends.openai_http import OpenAIBackend
 
-    fields = dict(backend="openai", model="local", base_url=base_url, api_key_env=KEY_ENV, max_concurrency=3,
+    fields = dict(model="local", base_url=base_url, api_key_env=KEY_ENV, max_concurrency=3,
                   request_timeout_s=20.0, max_retries=3, usd_per_1m_prompt_tokens=1.0, usd_per_1m_output_tokens=2.0)
     fields.update(over)
-    return OpenAIBackend(BackendConfig(**fields), backoff_base_s=0.05, backoff_max_s=0.3)
+    return OpenAIBackend(OpenAIBackendConfig(**fields))
 
 
 def _msgs(text: str):
@@ -127,7 +127,7 @@ def test_faults_are_retried_counted_and_rows_stay_in_place(server):
     keys = [p[-1]["content"] for p in prompts]
     assert [proxy.passed[k] for k in keys] == [1] * len(ROWS) + [0, 0]
     assert [proxy.attempts[k] for k in keys] == [k + 1 for _, k in ROWS] + [be.cfg.max_retries + 1, 1]
-    # Retry-After: 1 was honoured (backoff alone would wait at most 0.05 s here).
+    # Retry-After: 1 was honoured (the SDK's first backoff alone waits at most 0.5 s).
     (f0, t0), (f1, t1) = proxy.log[keys[0]]
     assert f0 == "429" and f1 == "pass" and t1 - t0 >= 0.95
 
@@ -140,8 +140,8 @@ def test_key_from_prefect_secret_block_reaches_the_server(server, monkeypatch):
 
     env = "SUMPREF_TEST_BLOCK_KEY"
     monkeypatch.delenv(env, raising=False)
-    cfg = BackendConfig(backend="openai", model="local", base_url=server.base_url, api_key_env=env,
-                        api_key_secret_block="sumpref-test-key")
+    cfg = OpenAIBackendConfig(model="local", base_url=server.base_url, api_key_env=env,
+                              api_key_secret_block="sumpref-test-key")
     with prefect_test_harness():
         Secret(value="sk-from-block-7").save("sumpref-test-key", overwrite=True)
         assert export_backend_secret(cfg) is True
@@ -151,3 +151,13 @@ def test_key_from_prefect_secret_block_reaches_the_server(server, monkeypatch):
     before = len(server.model.requests)
     be.generate([_msgs("Say hi.")], SamplingParams(n=1, max_new_tokens=2))
     assert server.model.requests[before]["authorization"] == "Bearer sk-from-block-7"
+
+
+def test_without_a_key_no_authorization_is_sent_and_the_sdk_env_key_is_not_used(server, monkeypatch):
+    monkeypatch.delenv(KEY_ENV)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-ambient-NotForThisServer")  # the SDK's own fallback
+    be = _backend(server.base_url)
+    before = len(server.model.requests)
+    out = be.generate([_msgs("Say hi.")], SamplingParams(n=1, max_new_tokens=2))
+    assert out[0][0].finish_reason != "error"
+    assert server.model.requests[before]["authorization"] is None

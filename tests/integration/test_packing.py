@@ -11,11 +11,16 @@ import pandas as pd
 import pytest
 import torch
 
-from sumpref.config import DPOConfig
+from sumpref.config import PackedDPOConfig
 from sumpref.models import resolve_model
+from sumpref.training.checkpoints import latest_checkpoint
+from sumpref.training.deepspeed_config import deepspeed_config
 from sumpref.training.losses import dpo_loss
-from sumpref.training.packed_dpo import build_policy, latest_checkpoint, load_pair_data, packed_dpo_loss, train_packed_dpo
-from sumpref.training.packing import PackedLogProbs, build_groups, pack_groups, unpacked_logps
+from sumpref.training.packed_dpo import packed_dpo_loss, train_packed_dpo
+from sumpref.training.packed_logprobs import PackedLogProbs, unpacked_logps
+from sumpref.training.packing import build_groups, pack_groups
+from sumpref.training.pair_data import load_pair_data
+from sumpref.training.policy import build_policy
 from sumpref.training.refprobs import compute_reference_logps, load_reference_model
 
 pytestmark = pytest.mark.integration
@@ -67,12 +72,12 @@ def ref_pairs(tmp_path_factory, model_path) -> str:
     return compute_reference_logps(str(src), model_path, str(d / "pairs_ref.parquet"), max_length=256, use_gpu=False)
 
 
-def _cfg(**kw) -> DPOConfig:
+def _cfg(**kw) -> PackedDPOConfig:
     base = dict(trainer="packed", beta=0.1, learning_rate=2e-3, max_steps=4, per_device_batch_size=3,
                 max_length=256, lora_r=4, lora_alpha=8, lora_dropout=0.0, gradient_checkpointing=False,
                 logging_steps=1, save_steps=2, seed=0)
     base.update(kw)
-    return DPOConfig(**base)
+    return PackedDPOConfig(**base)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -128,8 +133,12 @@ def test_packed_matches_unpacked_logps_loss_and_grads(ref_pairs, model_path):
 
 def test_training_lowers_loss_changes_adapter_and_writes_outputs(ref_pairs, model_path, tmp_path):
     out = tmp_path / "run"
-    metrics = train_packed_dpo(ref_pairs, model_path, str(out), _cfg(max_steps=5, save_steps=100))
+    # The training pairs double as validation pairs here: their held-out curve must follow the loss.
+    metrics = train_packed_dpo(ref_pairs, model_path, str(out), _cfg(max_steps=5, save_steps=100), valid_path=ref_pairs)
     log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("valid/loss" in r and "valid/rewards/accuracy" in r for r in log)
+    assert log[-1]["valid/loss"] < log[0]["valid/loss"]
+    assert metrics["valid"]["pairs"] == len(pd.read_parquet(ref_pairs)) and metrics["valid"]["rewards/margin"] > 0
     assert log[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # fresh adapter: policy == reference
     assert log[-1]["loss"] < log[0]["loss"] - 0.01 and log[-1]["rewards/margin"] > 0
     assert metrics["steps"] == 5 and (out / "metrics.json").exists()
@@ -172,9 +181,73 @@ def test_reference_stage_fans_out_over_ray_actors(ref_pairs, model_path, tmp_pat
 
 
 def test_deepspeed_configs_fill_every_auto():
-    from sumpref.training.ray_train import deepspeed_config
-
     for stage in ("zero2", "zero3"):
-        ds = deepspeed_config(DPOConfig(deepspeed=stage, bf16=True, use_gpu=True, gradient_accumulation_steps=4), 2)
+        ds = deepspeed_config(_cfg(deepspeed=stage, bf16=True, use_gpu=True, gradient_accumulation_steps=4), 2)
         assert ds["zero_optimization"]["stage"] == int(stage[-1])
         assert ds["train_batch_size"] == 8 and ds["bf16"]["enabled"] is True
+
+
+def _perturbed_policy(model_path: str, cfg: PackedDPOConfig):
+    model = build_policy(model_path, cfg, torch.device("cpu"))
+    torch.manual_seed(1)
+    with torch.no_grad():  # non-zero LoRA B so every adapter weight gets a gradient
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    return model
+
+
+def _loss_and_grads(model, scorer, batch, data, cfg):
+    rows = torch.tensor(batch.rows)
+    model.zero_grad()
+    res = packed_dpo_loss(scorer, batch, data.ref_chosen[rows], data.ref_rejected[rows], cfg)
+    res.losses.mean().backward()
+    return res.losses.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_chunked_logprobs_match_the_full_projection(ref_pairs, model_path):
+    """fp32: log-probs, loss and every LoRA gradient agree to 1e-4 with the vocabulary projected in chunks."""
+    from transformers import AutoTokenizer
+
+    cfg = _cfg()
+    model = _perturbed_policy(model_path, cfg)
+    data = load_pair_data(ref_pairs, AutoTokenizer.from_pretrained(model_path), 256)
+    batch = pack_groups(data.groups, pad_id=0)
+    assert int(batch.target_ids.numel()) > 7  # several chunks, the last one partial
+    full, chunked = PackedLogProbs(model), PackedLogProbs(model, logprob_chunk_size=7)
+    with torch.no_grad():
+        lp_full, lp_chunked = full(**batch.model_inputs()), chunked(**batch.model_inputs())
+    assert _rel(lp_chunked, lp_full) <= 1e-6
+    loss_a, grads_a = _loss_and_grads(model, full, batch, data, cfg)
+    loss_b, grads_b = _loss_and_grads(model, chunked, batch, data, cfg)
+    assert float((loss_b - loss_a).abs().max()) <= 1e-4
+    assert max(_rel(grads_b[n], grads_a[n]) for n in grads_a) <= 1e-4
+
+
+def test_flex_attention_block_mask_matches_the_dense_mask(ref_pairs, model_path):
+    """fp32: FlexAttention's block mask gives the dense path's log-probs to 1e-4 (CPU: forward only,
+    FlexAttention has no CPU backward); with gradients on CPU the flex scorer falls back to dense."""
+    from transformers import AutoTokenizer
+
+    from sumpref.training.packed_logprobs import FLEX_ATTENTION, flex_available
+
+    cfg = _cfg()
+    model = _perturbed_policy(model_path, cfg)
+    data = load_pair_data(ref_pairs, AutoTokenizer.from_pretrained(model_path), 256)
+    batch = pack_groups(data.groups, pad_id=0)
+    dense, flex = PackedLogProbs(model), PackedLogProbs(model, attention="flex")
+    with torch.no_grad():
+        lp_dense = dense(**batch.model_inputs())
+        lp_flex = flex(**batch.model_inputs())
+        assert model.get_base_model().config._attn_implementation == FLEX_ATTENTION  # flex really ran
+        assert float((lp_flex - lp_dense).abs().max()) <= 1e-4 * float(lp_dense.abs().max())
+        # The switched model still runs dense masks and plain causal calls exactly as SDPA does.
+        assert _rel(dense(**batch.model_inputs()), lp_dense) == 0
+        ids = torch.tensor([data.groups[0].prompt_ids])
+        logits_flexmodel = model(input_ids=ids, use_cache=False).logits
+        model.get_base_model().set_attn_implementation("sdpa")
+        assert _rel(model(input_ids=ids, use_cache=False).logits, logits_flexmodel) == 0
+    assert not flex_available(torch.device("cpu"))  # gradients on: the dense fallback
+    loss_a, grads_a = _loss_and_grads(model, dense, batch, data, cfg)
+    loss_b, grads_b = _loss_and_grads(model, flex, batch, data, cfg)
+    assert float((loss_b - loss_a).abs().max()) <= 1e-6 and max(_rel(grads_b[n], grads_a[n]) for n in grads_a) <= 1e-6

@@ -30,14 +30,20 @@ def task_states(flow_state) -> dict[str, str]:
     return {r.name: r.state.name for r in runs}
 
 
-def stage_dirs(root, stage):
+def artifact_dirs(root, stage):
+    """A stage's artifact folders (not the lock files beside them)."""
     d = root / stage
-    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.exists() else []
 
 
-def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_factory):
+def stage_dirs(root, stage):
+    return [p.name for p in artifact_dirs(root, stage)]
+
+
+def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_factory, monkeypatch):
     from flows.full_pipeline import full_pipeline
 
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-a-key")  # a key alone adds no paid baseline (eval.api_baseline does)
     root = tmp_path_factory.mktemp("runs")
     cfg = tiny_config(root)
 
@@ -58,11 +64,18 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
     assert again.result() == report_md
     states = task_states(again)
     assert len(states) == len(first) and all(s == "Cached" for s in states.values()), states
+    # The task's cache is the library's key: the cached pairs ref is the folder the stage spec names.
+    from sumpref import stages
+    from sumpref.artifacts import ArtifactRef
+
+    pairs_ref = json.loads(artifact_dirs(root, "pairs")[0].joinpath("meta.json").read_text())["ref"]
+    judged_ref = json.loads(artifact_dirs(root, "judged")[0].joinpath("meta.json").read_text())["ref"]
+    assert stages.pairs_spec(cfg, ArtifactRef(**judged_ref)).key == pairs_ref["key"]
 
     # A cached task whose artifact folder was deleted is recomputed, not trusted.
     import shutil
 
-    pairs_dir = next((root / "pairs").iterdir())
+    pairs_dir = artifact_dirs(root, "pairs")[0]
     shutil.rmtree(pairs_dir)
     healed = full_pipeline(cfg, return_state=True)
     assert healed.is_completed() and (pairs_dir / "_SUCCESS").exists()
@@ -85,13 +98,13 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
     assert packed.is_completed()
     import pyarrow.parquet as pq
 
-    ref_dirs = sorted((root / "refprobs").iterdir())
+    ref_dirs = artifact_dirs(root, "refprobs")
     assert len(ref_dirs) == 2  # one per round
     assert {"ref_chosen_logp", "ref_rejected_logp"} <= set(pq.read_schema(ref_dirs[0] / "train.parquet").names)
     report = json.loads((root.joinpath(packed.result()).parent / "report.json").read_text())
     assert [t["steps"] for t in report["training"]] == [2, 2] and report["training"][1]["train_loss"] is not None
-    merged = next((root / "merged").iterdir())
-    samples_meta = [json.loads((d / "meta.json").read_text()) for d in (root / "samples").iterdir()]
+    merged = artifact_dirs(root, "merged")[0]
+    samples_meta = [json.loads((d / "meta.json").read_text()) for d in artifact_dirs(root, "samples")]
     assert any(m["config"]["policy"]["model"] == str(merged / "model") for m in samples_meta)
     states = task_states(packed)
     sampling = sorted(s for n, s in states.items() if n.startswith("sample-summaries"))

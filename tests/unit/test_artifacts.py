@@ -65,3 +65,33 @@ def test_fingerprint_depends_on_content_not_on_logs(tmp_path):
     assert fingerprint_dir(tmp_path) == fp
     write_table(tmp_path / "a.parquet", [{"x": 2}])
     assert fingerprint_dir(tmp_path) != fp
+
+
+def test_fault_point_kills_only_at_the_named_stage_event_and_count(tmp_path, monkeypatch):
+    import signal
+
+    from sumpref import faults
+
+    kills = []
+    monkeypatch.setattr(faults.os, "killpg", lambda pgid, sig: kills.append(sig))
+    monkeypatch.setattr(faults, "_seen", {})
+    monkeypatch.delenv(faults.ENV, raising=False)
+    run_stage(tmp_path, "demo", {}, [], "1", lambda out: {"rows": write_table(out / "a.parquet", [{"x": 1}])})
+    assert kills == []  # unset: never
+
+    monkeypatch.setenv(faults.ENV, "demo:file:2")
+
+    def two_files(out):
+        write_table(out / "a.parquet", [{"x": 1}])
+        assert kills == []  # the first file is not the second
+        write_table(out / "b.parquet", [{"x": 2}])
+        assert kills == [signal.SIGKILL]
+        return {"rows": 2}
+
+    run_stage(tmp_path, "other", {}, [], "1", lambda out: {"rows": write_table(out / "a.parquet", [{"x": 1}])})
+    write_table(tmp_path / "outside.parquet", [{"x": 1}])  # outside any stage: never
+    assert kills == []
+    run_stage(tmp_path, "demo", {"b": 1}, [], "1", two_files)
+    monkeypatch.setenv(faults.ENV, "demo2:produced")
+    run_stage(tmp_path, "demo2", {}, [], "1", lambda out: {"rows": 0})
+    assert kills == [signal.SIGKILL] * 2

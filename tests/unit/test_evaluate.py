@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from sumpref.config import PairsConfig
 from sumpref.evaluate import bootstrap_ci, model_metrics, render_report, sentence_count, win_rate
@@ -48,13 +49,25 @@ def test_report_renders_every_metric():
     assert "| Accuracy >= 3 |" in md and "| articles | empty_article | 2 |" in md and "100.0%" in md
 
 
-def test_gpt4o_baseline_only_with_a_key(monkeypatch):
-    from sumpref.config import RunConfig
-    from sumpref.stages import reference_models
+def test_api_baseline_only_when_the_config_asks(monkeypatch):
+    """A key in the environment adds nothing paid; `eval.api_baseline` does, whatever the environment."""
+    from sumpref.config import ConfigError, RunConfig, config_from_dict
+    from sumpref.stages import eval_models, eval_spec
 
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    assert reference_models(RunConfig()) == {}
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    extra = reference_models(RunConfig())
-    assert list(extra) == ["gpt-4o"] and extra["gpt-4o"].backend == "openai"
-    assert reference_models(RunConfig.model_validate({"eval": {"openai_model": None}})) == {}
+    cfg = RunConfig()
+    assert list(eval_models(cfg, cfg.policy)) == ["base", "tuned"]
+    asked = config_from_dict({"eval": {"api_baseline": {"model": "gpt-4o", "base_url": "https://api.openai.com/v1"}}})
+    monkeypatch.delenv("OPENAI_API_KEY")
+    models = eval_models(asked, asked.policy)
+    assert list(models) == ["base", "tuned", "gpt-4o"] and models["gpt-4o"].backend == "openai"
+    assert "gpt-4o" not in eval_spec(cfg, *_refs(), cfg.policy, [], {}).config["models"]
+    assert "gpt-4o" in eval_spec(asked, *_refs(), asked.policy, [], {}).config["models"]
+    with pytest.raises(ConfigError, match="eval.openai_model: unknown field"):  # the old implicit switch is gone
+        config_from_dict({"eval": {"openai_model": "gpt-4o"}})
+
+
+def _refs():
+    from sumpref.artifacts import ArtifactRef
+
+    return [ArtifactRef(uri=f"file:///nowhere/{s}", stage=s, key="k", fingerprint=f"fp-{s}", rows=1) for s in ("articles", "questions")]

@@ -68,3 +68,30 @@ def test_dropped_rows_keep_their_reason():
     pairs, drops, counts = build_pairs(judged, CFG)
     assert {d["reason"] for d in drops} == {"too_short", "no_judge_output"}
     assert counts["dropped_too_short"] == 1 and counts["dropped_no_judge_output"] == 1
+
+
+def test_pairs_stage_drops_summaries_that_were_never_judged(tmp_path):
+    """The stage applies the judged-row rule evaluation uses: a judge request that failed for good
+    (or gave no output) is a counted drop with its reason, never a zero-correct loser in a pair."""
+    from sumpref.artifacts import read_table, write_table
+    from sumpref.cachekey import StageSpec
+    from sumpref.config import RunConfig
+    from sumpref.raygen import shard_path
+    from sumpref.stages import pairs_stage
+
+    judged_rows = [{**row(0, 5, 10), "judge_error": None}, {**row(1, 1, 30), "judge_error": None},
+                   {**row(2, 0, 40), "judge_error": "generation_error:http_500"},
+                   {**row(3, 0, 40), "judge_error": "no_judge_output"}]
+
+    def produce(out):
+        write_table(shard_path(out, 0), judged_rows)
+        return {"rows": len(judged_rows), "shards": 1}
+
+    cfg = RunConfig(root=str(tmp_path))
+    judged = StageSpec(cfg.root, "judged", {"test": 1}, [], "sumpref.stages.judged", produce).run()
+    ref = pairs_stage(cfg, judged)
+    drops = read_table(ref.path / "drops.parquet")
+    assert sorted(d["reason"] for d in drops) == ["generation_error:http_500", "no_judge_output"]
+    pairs = read_table(ref.path / "train.parquet") + read_table(ref.path / "valid.parquet")
+    assert [(p["chosen_correct"], p["rejected_correct"]) for p in pairs] == [(5, 1)]
+    assert ref.meta()["info"]["drops"] == {"generation_error:http_500": 1, "no_judge_output": 1}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# On the GPU machine: gather the carried part(s) of `.whl/` (made by benchmarks/gpu/bundle.py) under
+# /tmp/gpu-bundle; once every part is there (or with --install), join chunked files and install
+# everything into /tmp/site. Parts carried by earlier calls stay while the machine is warm.
+set -euo pipefail
+mkdir -p /tmp/gpu-bundle
+for d in .whl/part-*; do [ -d "$d" ] && cp -n "$d"/* /tmp/gpu-bundle/; done
+if [ "${1:-}" = "--install" ]; then
+  cd /tmp/gpu-bundle
+  for first in *.chunk00; do
+    [ -e "$first" ] || continue
+    base="${first%.chunk00}"; cat "$base".chunk* > "$base" && rm -f "$base".chunk*
+  done
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ./*.whl
+  echo "installed $(ls ./*.whl | wc -l) wheels into /tmp/site"
+fi
+ls /tmp/gpu-bundle | wc -l

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# On the GPU machine, after benchmarks/gpu/install.sh --install: the whole flow as a user runs it
+# (`python -m flows.full_pipeline --config configs/gpu.yaml`), on the articles carried in
+# .gpudata/ (a copy of ../shared/data/cnndm_*.jsonl), artifacts under /tmp/runs/gpu so that a
+# later call resumes from them while the machine is warm. Extra arguments are config overrides.
+# Everything small that the run produced (reports, stage metas, training curves, the adapter)
+# is packed into $OUT/gpu_run.tgz.
+set -uo pipefail
+export PYTHONPATH=/tmp/site:$PWD SUMPREF_CACHE=/tmp/sumpref-cache PREFECT_HOME=/tmp/prefect-home \
+       TQDM_DISABLE=1 PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
+ROOT=${ROOT:-/tmp/runs/gpu}
+start=$(date +%s)
+python3 -m flows.full_pipeline --config configs/gpu.yaml "data.source=$PWD/.gpudata/cnndm_*.jsonl" "root=$ROOT" "$@"
+rc=$?
+echo "flow exit $rc after $(( $(date +%s) - start )) s"
+if [ -n "${OUT:-}" ]; then
+  (cd "$ROOT" && find . \( -name meta.json -o -name 'report.*' -o -name 'metrics.json*' -o -name 'summaries_*.parquet' \
+      -o -path '*/dpo/*/adapter/adapter_*' -o -path '*/dpo/*/adapter/README.md' \) -not -path '*/checkpoints/*' \
+      -print0 | tar -czf "$OUT/gpu_run.tgz" --null -T -)
+  ls -la "$OUT"
+fi
+exit $rc

@@ -1,0 +1,51 @@
+"""Stage `dpo`: a LoRA adapter trained with DPO on the pairs; `base_model` is also the reference.
+
+`dpo.trainer`: `trl` (TRL's DPOTrainer on `pairs`) or `packed` (ours; trains on the `refprobs`
+artifact). Out: `adapter/` (LoRA + model card), metrics in meta.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sumpref.artifacts import ArtifactRef, read_table
+from sumpref.cachekey import StageSpec
+from sumpref.config import RunConfig
+
+
+def dpo_spec(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: ArtifactRef | None = None) -> StageSpec:
+    def produce(out: Path) -> dict:
+        from sumpref.models import resolve_model
+
+        model = resolve_model(base_model)
+        if cfg.dpo.trainer == "packed":
+            return _train_packed(cfg, refprobs, model, out)
+        from sumpref.training.dpo import launch_training
+
+        train = read_table(pairs.path / "train.parquet")
+        valid = read_table(pairs.path / "valid.parquet")
+        metrics = launch_training(train, valid, model, str(out), cfg.dpo)
+        return {"rows": len(train), **{k: v for k, v in metrics.items() if k != "log_history"}}
+
+    upstream = [pairs] + ([refprobs] if refprobs is not None else [])
+    config = {"dpo": cfg.dpo.model_dump(), "base_model": base_model}
+    return StageSpec(cfg.root, "dpo", config, upstream, __name__, produce)
+
+
+def _train_packed(cfg: RunConfig, refprobs: ArtifactRef | None, model: str, out: Path) -> dict:
+    if refprobs is None:
+        raise ValueError("dpo.trainer 'packed' needs the reference log-prob stage output")
+    from sumpref.training.dpo import launch_packed_training
+
+    valid = refprobs.path / "valid.parquet"
+    launch_packed_training(str(refprobs.path / "train.parquet"), model, str(out / "adapter"), cfg.dpo,
+                           valid_path=str(valid) if valid.exists() else None)
+    metrics = json.loads((out / "adapter" / "metrics.json").read_text())
+    metrics.update(pairs_train=metrics.get("pairs", refprobs.rows), pairs_valid=(metrics.get("valid") or {}).get("pairs", 0),
+                   train_loss=(metrics.get("last") or {}).get("loss"))
+    return {"rows": refprobs.rows, **metrics}
+
+
+def train_stage(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: ArtifactRef | None = None) -> ArtifactRef:
+    return dpo_spec(cfg, pairs, base_model, refprobs).run()

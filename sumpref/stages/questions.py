@@ -1,0 +1,34 @@
+"""Stage `questions`: the judge's questions per article (all articles, or one split).
+
+Out: shards of `article_id, questions (JSON), error`; an article whose questions could not be
+written is kept with its error (counted as a drop).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sumpref.artifacts import ArtifactRef, read_table
+from sumpref.cachekey import StageSpec
+from sumpref.config import JudgeConfig, RunConfig
+from sumpref.raygen import read_shards, run_shards
+from sumpref.stages.shards import chunks, counts, judge_resources, judge_shard_size
+
+
+def questions_spec(cfg: RunConfig, articles: ArtifactRef, judge: JudgeConfig, split: str | None = None) -> StageSpec:
+    def produce(out: Path) -> dict:
+        from sumpref.judges import QuestionWriter
+
+        rows = [r for r in read_table(articles.path / "articles.parquet") if split is None or r["split"] == split]
+        shards = chunks(rows, judge_shard_size(judge, 64))
+        info = run_shards(out, shards, QuestionWriter(judge, cfg.sampling.seed), desc="questions", **judge_resources(judge))
+        qrows = read_shards(out, len(shards))
+        info.update(rows=len(qrows), drops=counts([r for r in qrows if r["error"]], "error"))
+        return info
+
+    config = {"judge": judge.model_dump(), "split": split, "seed": cfg.sampling.seed}
+    return StageSpec(cfg.root, "questions", config, [articles], __name__, produce)
+
+
+def questions_stage(cfg: RunConfig, articles: ArtifactRef, judge: JudgeConfig, split: str | None = None) -> ArtifactRef:
+    return questions_spec(cfg, articles, judge, split).run()

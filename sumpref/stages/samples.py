@@ -1,0 +1,37 @@
+"""Stage `samples`: `sampling.n` summaries per training article that has questions.
+
+Out: shards of `sumpref.sampling` rows (`article_id, sample_idx, summary, prompt_text, n_words, ...`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sumpref.artifacts import ArtifactRef, read_table
+from sumpref.backends.base import SamplingParams
+from sumpref.cachekey import StageSpec
+from sumpref.config import BackendConfig, RunConfig
+from sumpref.raygen import run_shards
+from sumpref.stages.shards import chunks, question_map, resources
+
+
+def samples_spec(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, policy: BackendConfig) -> StageSpec:
+    def produce(out: Path) -> dict:
+        from sumpref.sampling import Summarizer
+
+        ok = question_map(questions)
+        train = [r for r in read_table(articles.path / "articles.parquet") if r["split"] == "train"]
+        rows = [r for r in train if r["id"] in ok]
+        s = cfg.sampling
+        params = SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=s.seed)
+        shards = chunks(rows, s.shard_size)
+        info = run_shards(out, shards, Summarizer(policy, params), desc="sampling", **resources(policy))
+        info.update(rows=sum(len(sh) for sh in shards) * s.n, drops={"no_questions": len(train) - len(rows)})
+        return info
+
+    config = {"policy": policy.model_dump(), "sampling": cfg.sampling.model_dump()}
+    return StageSpec(cfg.root, "samples", config, [articles, questions], __name__, produce)
+
+
+def sample_stage(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, policy: BackendConfig) -> ArtifactRef:
+    return samples_spec(cfg, articles, questions, policy).run()

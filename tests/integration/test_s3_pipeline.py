@@ -1,0 +1,71 @@
+"""The demo flow with its artifact root and Prefect results on a real S3-compatible server (moto's
+server mode on 127.0.0.1), then its rerun: every task Cached, nothing written outside the store
+but the local download cache."""
+
+import json
+
+import pytest
+
+from sumpref import storage
+from sumpref.artifacts import SUCCESS, read_table
+from tests.integration._pipeline_config import tiny_config
+from tests.s3_store import new_bucket, s3_server
+
+pytestmark = pytest.mark.integration
+
+STAGES = ("articles", "questions", "samples", "judged", "pairs", "dpo", "eval")
+
+
+@pytest.fixture(scope="module")
+def s3_and_prefect():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with s3_server() as env, prefect_test_harness(server_startup_timeout=120):
+        yield env
+    import ray
+
+    ray.shutdown()
+
+
+def task_states(flow_state) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    fid = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fid])))
+    return {r.name: r.state.name for r in runs}
+
+
+def test_demo_flow_on_s3_then_cached_rerun(s3_and_prefect, tmp_path, monkeypatch):
+    from prefect.filesystems import RemoteFileSystem
+
+    from flows.full_pipeline import full_pipeline
+
+    monkeypatch.setenv("SUMPREF_ARTIFACT_CACHE", str(tmp_path / "cache"))
+    bucket = new_bucket()
+    root = f"{bucket}/runs"
+    results = RemoteFileSystem(basepath=f"{bucket}/prefect-results")
+    results.save(bucket.removeprefix("s3://"), overwrite=True)  # Prefect stores results only in saved blocks
+    flow = full_pipeline.with_options(result_storage=results)
+    cfg = tiny_config(tmp_path / "unused").model_copy(update={"root": root})
+
+    state = flow(cfg, return_state=True)
+    assert state.is_completed(), state
+    first = task_states(state)
+    assert first and all(s == "Completed" for s in first.values()), first
+    for stage in STAGES:
+        keys = {f.split("/")[0] for f in storage.list_files(f"{root}/{stage}")}
+        assert len(keys) == 1 and storage.exists(f"{root}/{stage}/{keys.pop()}/{SUCCESS}"), stage
+    eval_dir = f"{root}/eval/" + storage.list_files(f"{root}/eval")[0].split("/")[0]
+    report = json.loads(storage.read_text(f"{eval_dir}/report.json"))
+    assert set(report["models"]) == {"base", "tuned"} and report["eval_articles"] >= 1
+    assert all(uri.startswith(root) for uri in report["artifacts"].values()), report["artifacts"]
+    assert read_table(f"{eval_dir}/summaries_tuned.parquet")
+    assert storage.list_files(f"{bucket}/prefect-results"), "task results are persisted in the store"
+    assert not (tmp_path / "unused").exists()
+
+    again = flow(cfg, return_state=True)
+    states = task_states(again)
+    assert len(states) == len(first) and all(s == "Cached" for s in states.values()), states
+    assert again.result() == state.result()

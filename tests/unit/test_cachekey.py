@@ -1,0 +1,90 @@
+"""One cache key per stage: config slice, upstream fingerprints and the source of the stage's
+import closure. Editing a module changes exactly the keys of the stages that run it and of
+everything downstream of them."""
+
+import pytest
+
+from sumpref import cachekey, stages
+from sumpref.artifacts import ArtifactRef
+from sumpref.config import RunConfig
+
+STAGES = ("articles", "questions", "samples", "judged", "pairs", "refprobs", "dpo", "merged", "eval")
+
+
+def _ref(spec) -> ArtifactRef:
+    """The artifact a spec would produce. Its fingerprint follows the key: a stage whose inputs
+    or code changed is taken to produce different content (the case that must propagate)."""
+    return ArtifactRef(uri=spec.uri, stage=spec.stage, key=spec.key, fingerprint="fp-" + spec.key, rows=1)
+
+
+def pipeline_keys(cfg: RunConfig) -> dict[str, str]:
+    """Every stage's key for one packed-trainer round, chained the way the flow chains them."""
+    specs = {"articles": stages.articles_spec(cfg)}
+    a = _ref(specs["articles"])
+    specs["questions"] = stages.questions_spec(cfg, a, cfg.judge)
+    q = _ref(specs["questions"])
+    specs["samples"] = stages.samples_spec(cfg, a, q, cfg.policy)
+    specs["judged"] = stages.judged_spec(cfg, q, _ref(specs["samples"]), cfg.judge)
+    specs["pairs"] = stages.pairs_spec(cfg, _ref(specs["judged"]))
+    p = _ref(specs["pairs"])
+    specs["refprobs"] = stages.refprobs_spec(cfg, p, cfg.policy.model)
+    specs["dpo"] = stages.dpo_spec(cfg, p, cfg.policy.model, _ref(specs["refprobs"]))
+    d = _ref(specs["dpo"])
+    specs["merged"] = stages.merged_spec(cfg, cfg.policy.model, d)
+    tuned = cfg.policy.model_copy(update={"adapter": d.child("adapter")})
+    specs["eval"] = stages.eval_spec(cfg, a, q, tuned, [d], {"articles": a, "questions": q, "pairs": p})
+    return {name: s.key for name, s in specs.items()}
+
+
+@pytest.fixture
+def cfg(tmp_path) -> RunConfig:
+    return RunConfig.model_validate({"root": str(tmp_path), "dpo": {"trainer": "packed"}})
+
+
+def edit(monkeypatch, module: str) -> None:
+    """Simulate an edit of `module`'s source (the file itself is untouched)."""
+    real = cachekey._module_source
+    monkeypatch.setattr(cachekey, "_module_source", lambda name: real(name) + ("\n# edited\n" if name == module else ""))
+
+
+@pytest.mark.parametrize("module,changed", [
+    ("sumpref.pairs", {"pairs", "refprobs", "dpo", "merged", "eval"}),
+    ("sumpref.stages.pairs", {"pairs", "refprobs", "dpo", "merged", "eval"}),
+    ("sumpref.sampling", {"samples", "judged", "pairs", "refprobs", "dpo", "merged", "eval"}),
+    ("sumpref.judges", {"questions", "samples", "judged", "pairs", "refprobs", "dpo", "merged", "eval"}),
+    ("sumpref.report", {"eval"}),
+    ("sumpref.data", set(STAGES)),
+])
+def test_editing_a_module_rekeys_exactly_its_stages_and_downstream(cfg, monkeypatch, module, changed):
+    before = pipeline_keys(cfg)
+    assert sorted(before) == sorted(STAGES) and len(set(before.values())) == len(STAGES)
+    edit(monkeypatch, module)
+    after = pipeline_keys(cfg)
+    assert {s for s in STAGES if after[s] != before[s]} == changed
+
+
+def test_keys_are_deterministic_and_follow_the_config_slice(cfg):
+    assert pipeline_keys(cfg) == pipeline_keys(cfg)
+    beta = pipeline_keys(cfg.model_copy(update={"dpo": cfg.dpo.model_copy(update={"beta": 0.3})}))
+    assert {s for s in STAGES if beta[s] != pipeline_keys(cfg)[s]} == {"dpo", "merged", "eval"}
+
+
+def test_closure_holds_every_module_a_stage_runs():
+    """The modules the hand-written list used to miss: the stage module itself, the backend base
+    and the engines the backend table imports by name, and model resolution."""
+    samples = cachekey.import_closure(("sumpref.stages.samples",))
+    for m in ("sumpref.stages.samples", "sumpref.sampling", "sumpref.backends.base", "sumpref.backends.vllm_ray",
+              "sumpref.backends.openai_http", "sumpref.backends.transformers_backend", "sumpref.models"):
+        assert m in samples, m
+    evaluation = cachekey.import_closure(("sumpref.stages.evaluation",))
+    assert {"sumpref.evaluate", "sumpref.report", "sumpref.judges", "sumpref.pairs"} <= set(evaluation)
+    assert all(m == "sumpref" or m.startswith("sumpref.") for m in samples + evaluation)
+    assert "sumpref.training.packed_dpo" not in samples  # only what the stage can run
+
+
+def test_the_key_is_where_the_library_writes(cfg, tmp_path):
+    spec = stages.pairs_spec(cfg, ArtifactRef(uri="file:///x", stage="judged", key="k", fingerprint="f", rows=1))
+    assert spec.finished() is None
+    ref = cachekey.StageSpec(spec.root, spec.stage, spec.config, spec.upstream, spec.module,
+                             lambda out: (out / "data.txt").write_text("x") and {"rows": 1}).run()
+    assert ref.key == spec.key and ref.uri == spec.uri and spec.finished() == ref
