@@ -103,8 +103,9 @@ class QuestionWriter:
             stats = self.backend.stats
             self.backend.stats = BackendStats()
         keep_article = self.cfg.kind == "qa"  # its faithfulness term reads the article when judging
-        out = [{"article_id": r["id"], "error": p.error,
-                "questions": questions_to_json(p.questions, r["article"] if keep_article else None) if p.ok else None}
+        out = [{"article_id": r["id"],
+                "questions": questions_to_json(p.questions, r["article"] if keep_article else None) if p.ok else None,
+                "error": p.error}
                for r, p in zip(rows, results)]
         return out, stats
 
