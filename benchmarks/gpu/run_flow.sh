@@ -9,9 +9,11 @@ set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD SUMPREF_CACHE=/tmp/sumpref-cache PREFECT_HOME=/tmp/prefect-home \
        TQDM_DISABLE=1 PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
 ROOT=${ROOT:-/tmp/runs/gpu}
+if [ -f .gpudz/cnndm.tgz ] && [ ! -d .gpudata ]; then mkdir -p .gpudata && tar -xzf .gpudz/cnndm.tgz -C .gpudata; fi
 start=$(date +%s)
-python3 -m flows.full_pipeline --config configs/gpu.yaml "data.source=$PWD/.gpudata/cnndm_*.jsonl" "root=$ROOT" "$@"
-rc=$?
+python3 -m flows.full_pipeline --config configs/gpu.yaml "data.source=$PWD/.gpudata/cnndm_*.jsonl" "root=$ROOT" "$@" \
+  2>&1 | tee -a "${OUT:-/tmp}/flow.log" | grep -v -E "Loading weights|it/s\]|FutureWarning|warnings.warn"
+rc=${PIPESTATUS[0]}
 echo "flow exit $rc after $(( $(date +%s) - start )) s"
 if [ -n "${OUT:-}" ]; then
   (cd "$ROOT" && find . \( -name meta.json -o -name 'report.*' -o -name 'metrics.json*' -o -name 'summaries_*.parquet' \
