@@ -369,25 +369,35 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def config_from_dict(data: dict, overrides: list[str] | None = None, source: str = "config") -> RunConfig:
+def read_recipe(path: str | Path | None) -> dict:
+    """The mapping of sections in a YAML recipe ({} for None: the built-in defaults)."""
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {p} does not exist")
+    loaded = yaml.safe_load(p.read_text())
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of sections")
+    return loaded or {}
+
+
+def validate_recipe(model: type[BaseModel], data: dict, overrides: list[str] | None, source: str, set_path=None):
+    """`data` with `a.b=value` overrides applied (by `set_path`, default `_set_path`), validated as
+    `model`; a `ConfigError` naming every bad field otherwise. Shared by every flow's config."""
     data = dict(data or {})
     for key, value in parse_overrides(overrides or []):
-        _set_path(data, key, value)
+        (set_path or _set_path)(data, key, value)
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
 
 
+def config_from_dict(data: dict, overrides: list[str] | None = None, source: str = "config") -> RunConfig:
+    return validate_recipe(RunConfig, data, overrides, source)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML recipe (or defaults when `path` is None) and apply `a.b=value` overrides."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {p} does not exist")
-        loaded = yaml.safe_load(p.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of sections")
-        data = loaded or {}
-    return config_from_dict(data, overrides, source=str(path or "defaults"))
+    return config_from_dict(read_recipe(path), overrides, source=str(path or "defaults"))

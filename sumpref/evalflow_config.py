@@ -17,11 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from sumpref.config import (EMBEDDED_MODEL, BackendConfig, ConfigError, DataConfig, JudgeConfig, PairsConfig, Strict,
-                            TransformersBackendConfig, format_validation_error, parse_overrides)
+                            TransformersBackendConfig, read_recipe, validate_recipe)
 
 
 class EvalModel(Strict):
@@ -85,27 +84,12 @@ def set_override(data: dict, dotted: str, value: Any) -> None:
 
 
 def eval_config_from_dict(data: dict, overrides: list[str] | None = None, source: str = "config") -> EvalFlowConfig:
-    data = dict(data or {})
-    for key, value in parse_overrides(overrides or []):
-        set_override(data, key, value)
-    try:
-        return EvalFlowConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+    return validate_recipe(EvalFlowConfig, data, overrides, source, set_override)
 
 
 def load_eval_config(path: str | Path | None = None, overrides: list[str] | None = None) -> EvalFlowConfig:
     """Load an evaluation recipe (or defaults when `path` is None) and apply `a.b=value` overrides."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {p} does not exist")
-        loaded = yaml.safe_load(p.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of sections")
-        data = loaded or {}
-    return eval_config_from_dict(data, overrides, source=str(path or "defaults"))
+    return eval_config_from_dict(read_recipe(path), overrides, source=str(path or "defaults"))
 
 
 def preflight_eval(cfg: EvalFlowConfig) -> None:
