@@ -27,7 +27,7 @@ import json
 import shutil
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -35,9 +35,10 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sumpref import __version__, faults, storage
+from sumpref import __version__, faults, lease, storage
 
 SUCCESS = storage.SUCCESS
+LOCK = storage.LOCK
 META = "meta.json"
 
 # Staging folder -> the remote stage folder its files are uploaded to, while `produce` runs.
@@ -98,62 +99,96 @@ def stage_key(stage: str, config_slice: Any, upstream: list[ArtifactRef | str], 
     return hashlib.sha256(canonical_json(material).encode()).hexdigest()[:20]
 
 
-def _remote_target(path: Path) -> str | None:
-    """The remote URI a file written at `path` must also go to (inside a staging folder), or None."""
+def store_location(path: Path | str) -> str | None:
+    """The URI in the store of a file or folder at `path` inside a remote stage's staging folder
+    while its `produce` runs (where Ray actors write shards directly), or None (local root)."""
+    path = Path(path).absolute()
     with _MIRRORS_LOCK:
         mirrors = dict(_MIRRORS)
     for staging, uri in mirrors.items():
         if path.is_relative_to(staging):
-            return storage.join(uri, path.relative_to(staging).as_posix())
+            rel = path.relative_to(staging).as_posix()
+            return uri if rel == "." else storage.join(uri, rel)
     return None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write atomically (temp file + rename); inside a remote stage's staging folder, upload too."""
     storage.write_bytes(str(path), data)
-    target = _remote_target(Path(path).absolute())
+    target = store_location(path)
     if target is not None:
         storage.write_bytes(target, data)
     faults.point("file")
+
+
+def mirror_file(path: Path) -> None:
+    """Put a file written at `path` by other means (an appended log) into the store too, if staged."""
+    target = store_location(path)
+    if target is not None:
+        storage.upload_file(path, target)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def write_table(path: Path, rows: list[dict] | pa.Table, schema: pa.Schema | None = None) -> int:
-    """Write rows as Parquet atomically; returns the row count."""
+def encode_table(rows: list[dict] | pa.Table, schema: pa.Schema | None = None) -> bytes:
+    """The Parquet bytes of `rows` (what `write_table` writes)."""
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
-    return table.num_rows
+    return sink.getvalue().to_pybytes()
 
 
-def read_table(path: Path | str) -> list[dict]:
-    """Rows of a Parquet file given as a local path or a URI."""
+def write_table(path: Path, rows: list[dict] | pa.Table, schema: pa.Schema | None = None) -> int:
+    """Write rows as Parquet atomically; returns the row count."""
+    data = encode_table(rows, schema)
+    atomic_write_bytes(path, data)
+    return rows.num_rows if isinstance(rows, pa.Table) else len(rows)
+
+
+def read_table(path: Path | str, columns: list[str] | None = None) -> list[dict]:
+    """Rows (optionally only `columns`) of a Parquet file given as a local path or a URI."""
     if storage.is_remote(path):
-        return pq.read_table(pa.BufferReader(storage.read_bytes(str(path)))).to_pylist()
-    return pq.read_table(storage.local_path(path)).to_pylist()
+        return pq.read_table(pa.BufferReader(storage.read_bytes(str(path))), columns=columns).to_pylist()
+    return pq.read_table(storage.local_path(path), columns=columns).to_pylist()
 
 
 def _is_data(rel: str) -> bool:
     """Data files are fingerprinted and uploaded; meta, markers, dotfiles and logs are not data."""
-    return rel not in (META, SUCCESS) and not rel.rsplit("/", 1)[-1].startswith(".") and not rel.startswith("logs/")
+    return rel not in (META, SUCCESS, LOCK) and not rel.rsplit("/", 1)[-1].startswith(".") and not rel.startswith("logs/")
+
+
+def _fingerprint(names: list[str], open_file: Callable[[str], Any]) -> str:
+    """sha256 over the names and bytes of the data files among `names`, in path-component order."""
+    h = hashlib.sha256()
+    for rel in sorted((n for n in names if _is_data(n)), key=lambda n: n.split("/")):
+        h.update(rel.encode())
+        with open_file(rel) as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:20]
 
 
 def fingerprint_dir(path: Path) -> str:
     """sha256 over the names and bytes of the data files (meta and markers excluded)."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        rel = f.relative_to(path).as_posix()
-        if not _is_data(rel):
-            continue
-        h.update(rel.encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:20]
+    names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
+    return _fingerprint(names, lambda rel: open(path / rel, "rb"))
+
+
+def _fingerprint_remote(staging: Path, uri: str) -> tuple[str, bool]:
+    """The fingerprint of the remote folder `uri` (equal to `fingerprint_dir` of a full copy), reading
+    the files its staging copy holds locally and the rest (shards written by actors) from the store;
+    and whether the staging copy holds every data file."""
+    names = storage.list_files(uri)
+    fs, base = storage.filesystem(uri)
+
+    def open_file(rel: str):
+        local = staging / rel
+        return open(local, "rb") if local.is_file() else fs.open(f"{base.rstrip('/')}/{rel}", "rb")
+
+    complete = all((staging / n).is_file() for n in names if _is_data(n))
+    return _fingerprint(names, open_file), complete
 
 
 def load_ref(out: Path | str) -> ArtifactRef:
@@ -200,35 +235,48 @@ def run_stage(
     uri = storage.join(storage.normalise(root), stage, key)
     remote = storage.is_remote(uri)
     out = cache_dir(uri) if remote else storage.local_path(uri)
-    if storage.exists(storage.join(uri, SUCCESS)):
+
+    def finished() -> bool:
+        return storage.exists(storage.join(uri, SUCCESS))
+
+    if finished():
         return load_ref(uri)
-    with _stage_lock(out):
-        if storage.exists(storage.join(uri, SUCCESS)):  # another run finished it while we waited
+    with _stage_lock(out), (lease.hold(storage.join(uri, LOCK), finished) if remote else nullcontext(True)) as held:
+        if held is None or finished():  # another run (here or on another machine) finished it while we waited
             return load_ref(uri)
-        started = time.perf_counter()
-        with faults.in_stage(stage):
-            if not remote:
+        return _produce_stage(uri, out, stage, key, config_slice, upstream, code_version, produce)
+
+
+def _produce_stage(uri: str, out: Path, stage: str, key: str, config_slice: Any, upstream: list[ArtifactRef | str],
+                   code_version: str, produce: Callable[[Path], dict]) -> ArtifactRef:
+    """Run `produce` (holding the stage's locks), then write meta.json and the marker, last."""
+    remote = storage.is_remote(uri)
+    started = time.perf_counter()
+    with faults.in_stage(stage):
+        if not remote:
+            info = produce(out)
+        else:
+            (out / SUCCESS).unlink(missing_ok=True)
+            storage.download_tree(uri, out, skip=(META, SUCCESS, LOCK))  # what a killed attempt left
+            with _mirrored(out, uri):
                 info = produce(out)
-            else:
-                (out / SUCCESS).unlink(missing_ok=True)
-                storage.download_tree(uri, out, skip=(META, SUCCESS))  # what a killed attempt left
-                with _mirrored(out, uri):
-                    info = produce(out)
-                _upload_missing(out, uri)
-            faults.point("produced")
-        ref = ArtifactRef(uri=uri, stage=stage, key=key, fingerprint=fingerprint_dir(out), rows=int(info.get("rows", 0)))
-        meta = {
-            "ref": ref.__dict__,
-            "config": config_slice,
-            "upstream": [u.__dict__ if isinstance(u, ArtifactRef) else u for u in upstream],
-            "code_version": f"{__version__}/{code_version}",
-            "info": info,
-            "wall_s": round(time.perf_counter() - started, 2),  # this attempt's time in produce()
-        }
-        atomic_write_text(out / META, json.dumps(meta, indent=2, sort_keys=True, default=str))
-        if remote:
-            storage.write_bytes(storage.join(uri, META), (out / META).read_bytes())
-            storage.write_bytes(storage.join(uri, SUCCESS), b"")
+            _upload_missing(out, uri)
+        faults.point("produced")
+    fingerprint, complete = _fingerprint_remote(out, uri) if remote else (fingerprint_dir(out), True)
+    ref = ArtifactRef(uri=uri, stage=stage, key=key, fingerprint=fingerprint, rows=int(info.get("rows", 0)))
+    meta = {
+        "ref": ref.__dict__,
+        "config": config_slice,
+        "upstream": [u.__dict__ if isinstance(u, ArtifactRef) else u for u in upstream],
+        "code_version": f"{__version__}/{code_version}",
+        "info": info,
+        "wall_s": round(time.perf_counter() - started, 2),  # this attempt's time in produce()
+    }
+    atomic_write_text(out / META, json.dumps(meta, indent=2, sort_keys=True, default=str))
+    if remote:
+        storage.write_bytes(storage.join(uri, META), (out / META).read_bytes())
+        storage.write_bytes(storage.join(uri, SUCCESS), b"")
+    if complete:  # else (shards only in the store) `ArtifactRef.path` downloads the folder on first use
         atomic_write_text(out / SUCCESS, "")  # last: the local copy is complete too
     return ref
 
@@ -238,7 +286,7 @@ def _upload_missing(staging: Path, uri: str) -> None:
     have = set(storage.list_files(uri))
     for f in sorted(p for p in staging.rglob("*") if p.is_file()):
         rel = f.relative_to(staging).as_posix()
-        if rel in (META, SUCCESS) or rel.rsplit("/", 1)[-1].startswith("."):
+        if rel in (META, SUCCESS, LOCK) or rel.rsplit("/", 1)[-1].startswith("."):
             continue
         if rel not in have or rel.startswith("logs/"):
             storage.upload_file(f, storage.join(uri, rel))

@@ -3,7 +3,15 @@
 A shard worker is a small picklable object with `load()` (heavy setup, once per actor) and
 `run(rows) -> (out_rows, BackendStats)`. `run_shards` skips shards whose file already exists,
 so a run killed midway loses at most the shards in flight. Each execution is appended to
-`logs/executions.jsonl` (outside the fingerprint), which makes resumption observable.
+`logs/executions.jsonl` (outside the fingerprint: shard, rows, driver pid, actor node and pid,
+who wrote the file), which makes resumption observable.
+
+Where a shard goes: on a local root the actor returns its rows and the driver writes
+`shards/shard-NNNNN.parquet`. On a remote root (`out_dir` is a stage's staging folder, see
+`artifacts.store_location`) the actor writes its shard straight to the store (one PUT: visible
+whole or not at all) and returns only counts, stats and its node, so output rows never pass
+through the driver; which shards are done is read from the store. Input rows still go from the
+driver to the actors (they are small text: articles, summaries, questions).
 
 Ray: `RAY_ADDRESS` set -> that cluster; unset -> a local one started on first use.
 """
@@ -17,10 +25,13 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from sumpref.artifacts import write_table
+from sumpref import faults, storage
+from sumpref.artifacts import encode_table, mirror_file, read_table, store_location, write_table
 from sumpref.backends.base import BackendStats
 
 log = logging.getLogger("sumpref")
+
+SHARDS = "shards"  # the folder of a sharded stage's files
 
 
 class ShardWorker(Protocol):
@@ -64,7 +75,21 @@ def actor_runtime_env(backend) -> dict | None:
 
 
 def shard_path(out_dir: Path, i: int) -> Path:
-    return out_dir / "shards" / f"shard-{i:05d}.parquet"
+    return out_dir / SHARDS / f"shard-{i:05d}.parquet"
+
+
+def _shard_location(out_dir: Path, i: int) -> str | Path:
+    """Where shard `i` lives: its URI in the store (remote root) or its local path."""
+    return store_location(shard_path(out_dir, i)) or shard_path(out_dir, i)
+
+
+def _done_shards(out_dir: Path, n: int) -> set[int]:
+    """The shards already written: listed in the store (remote root) or found on disk."""
+    remote = store_location(out_dir / SHARDS)
+    if remote is None:
+        return {i for i in range(n) if shard_path(out_dir, i).exists()}
+    have = set(storage.list_files(remote))
+    return {i for i in range(n) if shard_path(out_dir, i).name in have}
 
 
 def _actor_class():
@@ -77,9 +102,15 @@ def _actor_class():
             self.worker = worker
             self.worker.load()
 
-        def run(self, i: int, rows: list[dict]):
+        def run(self, i: int, rows: list[dict], dest: str | None):
+            """Run one shard; write it to `dest` (a store URI) and return no rows, or return the rows."""
             out, stats = self.worker.run(rows)
-            return i, out, stats, ray.get_runtime_context().get_node_id()  # node: logged, for multi-node checks
+            done = {"shard": i, "rows": len(out), "stats": stats, "pid": os.getpid(),
+                    "node": ray.get_runtime_context().get_node_id()}  # node: logged, for multi-node checks
+            if dest is None:
+                return {**done, "out": out}
+            storage.write_bytes(dest, encode_table(out))
+            return {**done, "out": None}
 
     return ShardActor
 
@@ -87,8 +118,9 @@ def _actor_class():
 def run_shards(out_dir: Path, shards: list[list[dict]], worker: ShardWorker, *, replicas: int = 1,
                num_cpus: float = 1, num_gpus: float = 0, accelerator_type: str | None = None,
                runtime_env: dict | None = None, desc: str = "shards") -> dict:
-    """Run `worker` over every shard not yet on disk; return counts and summed backend stats."""
-    pending = [i for i in range(len(shards)) if not shard_path(out_dir, i).exists()]
+    """Run `worker` over every shard not yet written; return counts and summed backend stats."""
+    done_before = _done_shards(out_dir, len(shards))
+    pending = [i for i in range(len(shards)) if i not in done_before]
     stats = BackendStats()
     info = {"shards": len(shards), "shards_reused": len(shards) - len(pending), "shards_computed": 0}
     if pending:
@@ -107,22 +139,26 @@ def run_shards(out_dir: Path, shards: list[list[dict]], worker: ShardWorker, *, 
         actors = [actor_cls.options(**opts).remote(worker, secret_env) for _ in range(min(replicas, len(pending)))]
         queue = list(pending)
         in_flight = {}
+        dest = {i: store_location(shard_path(out_dir, i)) for i in pending}  # None: the driver writes
         for a in actors:
             if queue:
                 i = queue.pop(0)
-                in_flight[a.run.remote(i, shards[i])] = a
+                in_flight[a.run.remote(i, shards[i], dest[i])] = a
         rows_done, t0, last_log = 0, time.time(), time.time()
         bar = tqdm(total=len(shards), initial=info["shards_reused"], desc=desc, unit="shard")
         try:
             while in_flight:
                 done, _ = ray.wait(list(in_flight), num_returns=1)
                 actor = in_flight.pop(done[0])
-                i, out_rows, shard_stats, node = ray.get(done[0])
-                write_table(shard_path(out_dir, i), out_rows)
-                _log_execution(out_dir, i, len(out_rows), node)
-                stats.add(shard_stats)
+                res = ray.get(done[0])
+                if res["out"] is not None:
+                    write_table(shard_path(out_dir, res["shard"]), res["out"])
+                _log_execution(out_dir, res)
+                if res["out"] is None:
+                    faults.point("file")  # the actor wrote the shard: the same fault point as the driver's write
+                stats.add(res["stats"])
                 info["shards_computed"] += 1
-                rows_done += len(out_rows)
+                rows_done += res["rows"]
                 bar.update(1)
                 if time.time() - last_log > 30 or not in_flight:
                     log.info("%s: %d/%d shards done, %d rows this run, %.0fs", desc,
@@ -130,7 +166,7 @@ def run_shards(out_dir: Path, shards: list[list[dict]], worker: ShardWorker, *, 
                     last_log = time.time()
                 if queue:
                     j = queue.pop(0)
-                    in_flight[actor.run.remote(j, shards[j])] = actor
+                    in_flight[actor.run.remote(j, shards[j], dest[j])] = actor
         finally:
             bar.close()
             for a in actors:
@@ -139,17 +175,20 @@ def run_shards(out_dir: Path, shards: list[list[dict]], worker: ShardWorker, *, 
     return info
 
 
-def _log_execution(out_dir: Path, i: int, rows: int, node: str = "") -> None:
+def _log_execution(out_dir: Path, res: dict) -> None:
+    """Append one shard execution to `logs/executions.jsonl` (and put the log in the store at once)."""
     p = out_dir / "logs" / "executions.jsonl"
     p.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"shard": res["shard"], "rows": res["rows"], "pid": os.getpid(), "node": res["node"],
+             "worker_pid": res["pid"], "written_by": "driver" if res["out"] is not None else "actor", "time": time.time()}
     with open(p, "a") as f:
-        f.write(json.dumps({"shard": i, "rows": rows, "pid": os.getpid(), "node": node, "time": time.time()}) + "\n")
+        f.write(json.dumps(entry) + "\n")
+    mirror_file(p)
 
 
-def read_shards(out_dir: Path, n: int) -> list[dict]:
-    from sumpref.artifacts import read_table
-
+def read_shards(out_dir: Path, n: int, columns: list[str] | None = None) -> list[dict]:
+    """The rows of shards 0..n-1 of `out_dir` (from the store while a remote stage produces)."""
     rows: list[dict] = []
     for i in range(n):
-        rows.extend(read_table(shard_path(out_dir, i)))
+        rows.extend(read_table(_shard_location(out_dir, i), columns=columns))
     return rows

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 
 LOCAL_SCHEMES = ("", "file")
 SUCCESS = "_SUCCESS"  # a folder is finished once this object exists (see `artifacts.py`)
+LOCK = "_LOCK"  # the lease of the run producing a remote folder (see `lease.py`); not part of it
 
 
 def scheme(uri: str | Path) -> str:
@@ -160,7 +161,7 @@ def local_copy(uri: str) -> Path:
         (local / SUCCESS).unlink(missing_ok=True)
         return local
     if not (local / SUCCESS).exists():
-        download_tree(uri, local, skip=(SUCCESS,))
+        download_tree(uri, local, skip=(SUCCESS, LOCK))
         write_bytes(str(local / SUCCESS), b"")
     return local
 
