@@ -9,8 +9,8 @@ pid, heartbeat count and wall time, ttl.
   of two machines that create it at once, exactly one succeeds.
 - **Heartbeat**: a thread rewrites the object every `ttl/4` seconds, conditionally on its ETag
   (`If-Match`), so a holder notices when its lease was taken over (`Lease.lost`).
-- **Expiry**: a waiter treats the lease as stale when the object has not changed for `ttl`
-  seconds of the waiter's own monotonic clock (no clock agreement needed), or when its recorded
+- **Expiry**: a waiter treats the lease as stale when the object has not changed for the
+  holder's `ttl` (recorded in the object) by the waiter's own monotonic clock (no clock agreement needed), or when its recorded
   heartbeat is older than `2 * ttl` by the waiter's wall clock (a waiter that arrives long after
   the holder died need not wait a whole ttl; this shortcut assumes clocks agree within `ttl`). It then takes the lease over with a conditional PUT
   on the ETag it saw: of several waiters, one wins.
@@ -103,11 +103,13 @@ def _put(fs, path: str, data: bytes, *, create: bool = False, if_tag: str | None
         raise
 
 
-def _read_heartbeat(fs, path: str) -> float | None:
+def _holder(fs, path: str, ttl: float) -> tuple[float | None, float]:
+    """The holder's last heartbeat (wall time) and its ttl (ours if unreadable)."""
     try:
-        return float(json.loads(fs.cat_file(path))["heartbeat"])
+        body = json.loads(fs.cat_file(path))
+        return float(body["heartbeat"]), float(body["ttl"])
     except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None
+        return None, ttl
 
 
 def acquire(uri: str, done: Callable[[], bool], ttl: float | None = None, poll_s: float = 1.0) -> Lease | None:
@@ -124,12 +126,12 @@ def acquire(uri: str, done: Callable[[], bool], ttl: float | None = None, poll_s
         tag = _tag(fs, path)
         if tag != seen_tag:
             seen_tag, seen_since = tag, time.monotonic()
-        beat = _read_heartbeat(fs, path) if tag is not None else None
-        stale = time.monotonic() - seen_since > lease.ttl or (beat is not None and time.time() - beat > 2 * lease.ttl)
+        beat, ttl_held = _holder(fs, path, lease.ttl) if tag is not None else (None, lease.ttl)
+        stale = time.monotonic() - seen_since > ttl_held or (beat is not None and time.time() - beat > 2 * ttl_held)
         if tag is not None and stale:
             lease.tag = _put(fs, path, lease.body(), if_tag=tag)
             if lease.tag is not None:
-                log.warning("%s: took over a stale lease (no heartbeat for %.0fs)", uri, lease.ttl)
+                log.warning("%s: took over a stale lease (no heartbeat for %.0fs)", uri, ttl_held)
                 return lease
         if not waited:
             log.info("%s: held by another run; waiting for it to finish or its lease to expire", uri)

@@ -75,6 +75,7 @@ def read_bytes(uri: str) -> bytes:
     if not is_remote(uri):
         return local_path(uri).read_bytes()
     fs, path = filesystem(uri)
+    fs.invalidate_cache(path)  # a listing cached before another process (a Ray actor) wrote it would hide it
     return fs.cat_file(path)
 
 
