@@ -1,5 +1,6 @@
 """Two runs of the same stage at once, as two real processes: the work is done once, both get the
-same finished artifact, and no reader ever sees a half-written one (local root and S3 root)."""
+same finished artifact, and no reader ever sees a half-written one (local root and S3 root; on S3
+also as two machines, each with its own local cache, where only the lease in the store is shared)."""
 
 import json
 import os
@@ -37,11 +38,12 @@ print("REF " + json.dumps(run_stage(root, "demo", {"a": 1}, [], "1", produce).__
 """
 
 
-def run_two(root: str, tmp_path: Path) -> tuple[list[dict], list[str]]:
+def run_two(root: str, tmp_path: Path, machines: int = 1) -> tuple[list[dict], list[str]]:
     log = tmp_path / "produce.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SUMPREF_ARTIFACT_CACHE": str(tmp_path / "cache")}
+    envs = [{**os.environ, "PYTHONPATH": str(ROOT), "SUMPREF_ARTIFACT_CACHE": str(tmp_path / f"cache{i % machines}")}
+            for i in range(2)]
     procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, root, str(log)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for env in envs]
     refs = []
     for p in procs:
         out, _ = p.communicate(timeout=300)
@@ -70,3 +72,15 @@ def test_two_processes_same_stage_s3_root(tmp_path, monkeypatch):
         bucket = new_bucket()
         refs, producers = run_two(f"{bucket}/runs", tmp_path)
         check(refs, producers)
+
+
+def test_two_machines_same_stage_s3_root(tmp_path):
+    """No shared disk: the local file locks differ, so only the lease object in the store keeps the
+    second run from producing; it waits, then returns the first run's artifact."""
+    from sumpref import storage
+
+    with s3_server():
+        bucket = new_bucket()
+        refs, producers = run_two(f"{bucket}/runs", tmp_path, machines=2)
+        check(refs, producers)
+        assert "_LOCK" not in storage.list_files(refs[0]["uri"])
