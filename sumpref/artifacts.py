@@ -128,6 +128,24 @@ def mirror_file(path: Path) -> None:
         storage.upload_file(path, target)
 
 
+def mirror_tree(folder: Path, last: str | None = None) -> None:
+    """Put every file under `folder` into the store too, if staged; the file named `last` goes last
+    (a checkpoint's completion marker)."""
+    target = store_location(folder)
+    if target is None:
+        return
+    files = sorted((p for p in Path(folder).rglob("*") if p.is_file()), key=lambda p: p.name == last)
+    for f in files:
+        storage.upload_file(f, storage.join(target, f.relative_to(folder).as_posix()))
+
+
+def unmirror_tree(folder: Path) -> None:
+    """Delete the store's copy of a staged folder (a superseded checkpoint)."""
+    target = store_location(folder)
+    if target is not None:
+        remove_tree(target)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
@@ -207,7 +225,9 @@ def _stage_lock(local: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _mirrored(staging: Path, uri: str) -> Iterator[None]:
+def mirrored(staging: Path, uri: str) -> Iterator[None]:
+    """While inside, files written under `staging` through this module also go to `uri`. `run_stage`
+    does this for a remote stage; a Ray Train worker does it for the output folder it was given."""
     with _MIRRORS_LOCK:
         _MIRRORS[staging.absolute()] = uri
     try:
@@ -258,7 +278,7 @@ def _produce_stage(uri: str, out: Path, stage: str, key: str, config_slice: Any,
         else:
             (out / SUCCESS).unlink(missing_ok=True)
             storage.download_tree(uri, out, skip=(META, SUCCESS, LOCK))  # what a killed attempt left
-            with _mirrored(out, uri):
+            with mirrored(out, uri):
                 info = produce(out)
             _upload_missing(out, uri)
         faults.point("produced")

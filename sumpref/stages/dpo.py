@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sumpref import storage
 from sumpref.artifacts import ArtifactRef, read_table
 from sumpref.cachekey import StageSpec
 from sumpref.config import RunConfig
@@ -23,10 +24,10 @@ def dpo_spec(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: Arti
             return _train_packed(cfg, refprobs, model, out)
         from sumpref.training.dpo import launch_training
 
-        train = read_table(pairs.path / "train.parquet")
-        valid = read_table(pairs.path / "valid.parquet")
-        metrics = launch_training(train, valid, model, str(out), cfg.dpo)
-        return {"rows": len(train), **{k: v for k, v in metrics.items() if k != "log_history"}}
+        # URIs on a remote root: the training workers read the pairs from the store themselves.
+        metrics = launch_training(pairs.child("train.parquet"), pairs.child("valid.parquet"), model, str(out), cfg.dpo)
+        rows = len(read_table(pairs.child("train.parquet"), columns=["article_id"]))
+        return {"rows": rows, **{k: v for k, v in metrics.items() if k != "log_history"}}
 
     upstream = [pairs] + ([refprobs] if refprobs is not None else [])
     config = {"dpo": cfg.dpo.model_dump(), "base_model": base_model}
@@ -38,9 +39,9 @@ def _train_packed(cfg: RunConfig, refprobs: ArtifactRef | None, model: str, out:
         raise ValueError("dpo.trainer 'packed' needs the reference log-prob stage output")
     from sumpref.training.dpo import launch_packed_training
 
-    valid = refprobs.path / "valid.parquet"
-    launch_packed_training(str(refprobs.path / "train.parquet"), model, str(out / "adapter"), cfg.dpo,
-                           valid_path=str(valid) if valid.exists() else None)
+    valid = refprobs.child("valid.parquet")  # URIs on a remote root: the workers read from the store
+    launch_packed_training(refprobs.child("train.parquet"), model, str(out / "adapter"), cfg.dpo,
+                           valid_path=valid if storage.exists(valid) else None)
     metrics = json.loads((out / "adapter" / "metrics.json").read_text())
     metrics.update(pairs_train=metrics.get("pairs", refprobs.rows), pairs_valid=(metrics.get("valid") or {}).get("pairs", 0),
                    train_loss=(metrics.get("last") or {}).get("loss"))

@@ -3,7 +3,9 @@
 Layout: `{output_dir}/checkpoints/step-N/` holds `adapter/` (PEFT `save_pretrained`),
 `training_state.pt` (optimizer, scheduler, step, Python/NumPy/torch RNG states) and a `COMPLETE`
 marker written last, so a checkpoint without it (a crash mid-write) is never loaded. Only the
-newest `keep` complete checkpoints are kept.
+newest `keep` complete checkpoints are kept. On a remote root (`output_dir` inside a staging
+folder, `artifacts.mirrored`) each complete checkpoint is uploaded at once, `COMPLETE` last, and
+superseded ones are deleted from the store too, so a killed run resumes from the store anywhere.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from sumpref import faults
+from sumpref.artifacts import mirror_tree, unmirror_tree
 
 CHECKPOINT_DIR = "checkpoints"
 COMPLETE = "COMPLETE"
@@ -58,10 +61,12 @@ def save_checkpoint(output_dir, model, optimizer, scheduler, step: int, keep: in
         path / "training_state.pt",
     )
     (path / COMPLETE).write_text(str(step))  # last: its presence proves the checkpoint is whole
+    mirror_tree(path, last=COMPLETE)
     faults.point("checkpoint")  # resume tests kill here (no-op unless $SUMPREF_KILL_AT is set)
     older = sorted((p for p in path.parent.glob("step-*") if p != path), key=_step)
     for p in older[: max(0, len(older) - (keep - 1))]:
         shutil.rmtree(p, ignore_errors=True)
+        unmirror_tree(p)
     return path
 
 

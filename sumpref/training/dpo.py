@@ -23,11 +23,14 @@ from pathlib import Path
 from sumpref.config import PackedDPOConfig, TRLDPOConfig
 
 
-def launch_training(train: list[dict], valid: list[dict], model_path: str, output_dir: str, cfg: TRLDPOConfig) -> dict:
+def launch_training(train: list[dict] | str, valid: list[dict] | str, model_path: str, output_dir: str,
+                    cfg: TRLDPOConfig) -> dict:
+    """`train`/`valid`: rows, or a parquet path or store URI (read where the training runs)."""
     if cfg.num_workers == 1 and not cfg.use_gpu:
+        from sumpref.training.ray_train import rows_of
         from sumpref.training.trl_dpo import train_dpo_trl
 
-        return train_dpo_trl(train, valid, model_path, output_dir, cfg)
+        return train_dpo_trl(rows_of(train), rows_of(valid), model_path, output_dir, cfg)
     from sumpref.training.ray_train import train_dpo_trl_ray
 
     train_dpo_trl_ray(train, valid, model_path, output_dir, cfg)

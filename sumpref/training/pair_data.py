@@ -35,9 +35,14 @@ class PairData:
 
 
 def load_pair_data(pairs_path: str, tokenizer, max_length: int) -> PairData:
-    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    df = pd.read_parquet(pairs_path)
+    from sumpref import storage
+
+    # A path, or a URI in the store (a Ray Train worker on another node has no copy of the artifact).
+    source = pa.BufferReader(storage.read_bytes(pairs_path)) if storage.is_remote(pairs_path) else pairs_path
+    df = pq.read_table(source).to_pandas()
     missing = [c for c in REF_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(

@@ -6,7 +6,10 @@ Contract:
   `cfg.deepspeed`. Rank 0 writes `output_dir` (shared storage on a multi-node cluster).
 - `train_dpo_trl_ray(train, valid, model_path, output_dir, cfg) -> metrics`: TRL's DPOTrainer
   (`sumpref.training.trl_dpo`) on the workers; Hugging Face's Trainer joins the process group
-  Ray Train set up.
+  Ray Train set up. `train`/`valid`: rows, or the path or URI of a parquet file.
+Data paths may be store URIs (remote root): each worker reads them from the store, not from the
+driver's disk. When `output_dir` is a remote stage's staging folder, the workers mirror what they
+write through `sumpref.artifacts` (checkpoints included) to the stage's folder in the store.
 Both return rank 0's metrics as Ray Train hands them to the driver (`Result.metrics`), plus the
 rank-0 summary read from `metrics.json`. A local Ray cluster is started when RAY_ADDRESS is unset.
 
@@ -56,13 +59,32 @@ def _set_local_device(use_gpu: bool) -> None:
         torch.cuda.set_device(local)
 
 
+def _mirror(config: dict):
+    """In a worker: mirror `output_dir` to the store as the driver would (`artifacts.mirrored`)."""
+    from contextlib import nullcontext
+
+    from sumpref.artifacts import mirrored
+
+    uri = config.get("output_uri")
+    return mirrored(Path(config["output_dir"]), uri) if uri else nullcontext()
+
+
 def _packed_worker(config: dict) -> None:
     from sumpref.training.packed_dpo import train_packed_dpo
 
     cfg: PackedDPOConfig = config["cfg"]
     _set_local_device(cfg.use_gpu)
-    report_to_driver(train_packed_dpo(config["pairs_path"], config["model_path"], config["output_dir"], cfg,
-                                      valid_path=config.get("valid_path")))
+    with _mirror(config):
+        metrics = train_packed_dpo(config["pairs_path"], config["model_path"], config["output_dir"], cfg,
+                                   valid_path=config.get("valid_path"))
+    report_to_driver(metrics)
+
+
+def rows_of(data: list[dict] | str) -> list[dict]:
+    """Rows given as rows, or read from a parquet path or store URI."""
+    from sumpref.artifacts import read_table
+
+    return read_table(data) if isinstance(data, str) else data
 
 
 def _trl_worker(config: dict) -> None:
@@ -70,7 +92,9 @@ def _trl_worker(config: dict) -> None:
 
     cfg: TRLDPOConfig = config["cfg"]
     _set_local_device(cfg.use_gpu)
-    metrics = train_dpo_trl(config["train"], config["valid"], config["model_path"], config["output_dir"], cfg)
+    with _mirror(config):
+        metrics = train_dpo_trl(rows_of(config["train"]), rows_of(config["valid"]), config["model_path"],
+                                config["output_dir"], cfg)
     report_to_driver({k: v for k, v in metrics.items() if k != "log_history"})
 
 
@@ -78,9 +102,11 @@ def _fit(loop, loop_config: dict, cfg, output_dir: Path, name: str) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from sumpref.artifacts import store_location
     from sumpref.raygen import ensure_ray
 
     ensure_ray()
+    loop_config = {**loop_config, "output_uri": store_location(output_dir)}
     trainer = TorchTrainer(
         loop,
         train_loop_config=loop_config,
@@ -98,12 +124,20 @@ def _fit(loop, loop_config: dict, cfg, output_dir: Path, name: str) -> dict:
 def train_packed_dpo_ray(pairs_path: str, model_path: str, output_dir: str, cfg: PackedDPOConfig,
                          valid_path: str | None = None) -> dict:
     out = Path(output_dir).resolve()
-    config = {"pairs_path": str(Path(pairs_path).resolve()), "model_path": model_path, "output_dir": str(out), "cfg": cfg,
-              "valid_path": str(Path(valid_path).resolve()) if valid_path else None}
+    config = {"pairs_path": _absolute(pairs_path), "model_path": model_path, "output_dir": str(out), "cfg": cfg,
+              "valid_path": _absolute(valid_path) if valid_path else None}
     return _fit(_packed_worker, config, cfg, out, "packed_dpo")
 
 
-def train_dpo_trl_ray(train: list[dict], valid: list[dict], model_path: str, output_dir: str, cfg: TRLDPOConfig) -> dict:
+def _absolute(path: str) -> str:
+    """A local path made absolute (workers do not share the driver's working folder); URIs as they are."""
+    from sumpref import storage
+
+    return path if storage.is_remote(path) else str(Path(path).resolve())
+
+
+def train_dpo_trl_ray(train: list[dict] | str, valid: list[dict] | str, model_path: str, output_dir: str,
+                      cfg: TRLDPOConfig) -> dict:
     out = Path(output_dir).resolve()
     config = {"train": train, "valid": valid, "model_path": model_path, "output_dir": str(out), "cfg": cfg}
     return _fit(_trl_worker, config, cfg, out, "trl_dpo")
