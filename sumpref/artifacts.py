@@ -8,16 +8,24 @@ these small frozen refs around, never the data itself.
 
 `root` is a local folder or any fsspec URI (`s3://bucket/prefix`, see `storage.py`). On a remote
 root a stage still produces into a local folder (libraries such as PEFT and TRL write folders),
-a staging copy under `$SUMPREF_ARTIFACT_CACHE` (`cache_dir`); every file written there through this module
-(shards, tables, JSON) is uploaded at once, so a killed run loses only its unfinished files, and
-a rerun on any machine first downloads what the store already holds. When `produce` returns, the
-remaining files go up, then `meta.json`, then `_SUCCESS`. `ArtifactRef.path` is a local folder
-in both cases: the folder itself, or a read-only copy of the finished remote folder, downloaded
-once per machine.
+a staging copy under `$SUMPREF_ARTIFACT_CACHE` (`cache_dir`); every file written there through
+this module (tables, JSON, training checkpoints) is uploaded at once (`store_location` maps a
+staged path to its URI, `mirrored` sets that up, also inside a Ray Train worker), so a killed
+run loses only its unfinished files, and a rerun on any machine first downloads what the store
+already holds. Shards are the exception: Ray actors write them straight to the store
+(`raygen.run_shards`), so they never pass through the driver. When `produce` returns, the
+remaining files go up, then `meta.json`, then `_SUCCESS`. The fingerprint is the same function of
+names and bytes on both kinds of root (files missing from the staging copy are read from the
+store). `ArtifactRef.path` is a local folder in both cases: the folder itself, or a read-only
+copy of the finished remote folder, downloaded once per machine on first use.
 
-Two runs of the same stage at once do the work once: `produce` runs under an exclusive lock on
-the stage folder's local (staging) copy; the second run waits and then finds the marker. The
-operating system drops the lock of a killed process, so a crash never leaves a stale lock.
+Two runs of the same stage at once do the work once. Local root: `produce` runs under an
+exclusive file lock beside the stage folder; the operating system drops the lock of a killed
+process. Remote root: the same file lock on the staging copy (runs on one machine), and inside
+it a lease object `{stage folder}/_LOCK` in the store (`lease.py`: exclusive create, heartbeat,
+expiry), so runs on different machines also produce once: the second waits, then finds the
+marker; a killed holder's lease expires after its ttl and a rerun proceeds. `_LOCK` is not data:
+it is never fingerprinted, downloaded or left behind by a run that ends.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ Where a shard goes: on a local root the actor returns its rows and the driver wr
 `shards/shard-NNNNN.parquet`. On a remote root (`out_dir` is a stage's staging folder, see
 `artifacts.store_location`) the actor writes its shard straight to the store (one PUT: visible
 whole or not at all) and returns only counts, stats and its node, so output rows never pass
-through the driver; which shards are done is read from the store. Input rows still go from the
-driver to the actors (they are small text: articles, summaries, questions).
+through the driver; which shards are done is read from the store. A shard's input is either its
+rows, or a `RowSlice` (rows `index` of an upstream parquet file in the store) that the actor reads
+itself: the stages pass slices where the input is an upstream file's rows unchanged (articles), and
+rows where the driver joins inputs (summaries with their questions).
 
 Ray: `RAY_ADDRESS` set -> that cluster; unset -> a local one started on first use.
 """
@@ -22,6 +24,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -74,6 +77,29 @@ def actor_runtime_env(backend) -> dict | None:
     return None
 
 
+@dataclass(frozen=True)
+class RowSlice:
+    """A shard's input by reference: rows `index` (in order) of the parquet file `uri`."""
+
+    uri: str
+    index: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def _input_rows(shard: list[dict] | RowSlice, tables: dict) -> list[dict]:
+    """The rows of a shard's input; a slice's file is read once per actor (`tables` caches it)."""
+    if not isinstance(shard, RowSlice):
+        return shard
+    if shard.uri not in tables:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables[shard.uri] = pq.read_table(pa.BufferReader(storage.read_bytes(shard.uri)))
+    return tables[shard.uri].take(list(shard.index)).to_pylist()
+
+
 def shard_path(out_dir: Path, i: int) -> Path:
     return out_dir / SHARDS / f"shard-{i:05d}.parquet"
 
@@ -101,10 +127,11 @@ def _actor_class():
             os.environ.update(secret_env)
             self.worker = worker
             self.worker.load()
+            self.tables: dict = {}  # upstream files read for `RowSlice` inputs
 
-        def run(self, i: int, rows: list[dict], dest: str | None):
+        def run(self, i: int, shard: list[dict] | RowSlice, dest: str | None):
             """Run one shard; write it to `dest` (a store URI) and return no rows, or return the rows."""
-            out, stats = self.worker.run(rows)
+            out, stats = self.worker.run(_input_rows(shard, self.tables))
             done = {"shard": i, "rows": len(out), "stats": stats, "pid": os.getpid(),
                     "node": ray.get_runtime_context().get_node_id()}  # node: logged, for multi-node checks
             if dest is None:
@@ -115,7 +142,7 @@ def _actor_class():
     return ShardActor
 
 
-def run_shards(out_dir: Path, shards: list[list[dict]], worker: ShardWorker, *, replicas: int = 1,
+def run_shards(out_dir: Path, shards: list[list[dict] | RowSlice], worker: ShardWorker, *, replicas: int = 1,
                num_cpus: float = 1, num_gpus: float = 0, accelerator_type: str | None = None,
                runtime_env: dict | None = None, desc: str = "shards") -> dict:
     """Run `worker` over every shard not yet written; return counts and summed backend stats."""

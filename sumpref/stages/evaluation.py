@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sumpref.artifacts import ArtifactRef, read_table
+from sumpref.artifacts import ArtifactRef
 from sumpref.backends.base import SamplingParams
 from sumpref.cachekey import StageSpec
 from sumpref.config import BackendConfig, JudgeConfig, RunConfig
-from sumpref.raygen import read_shards, run_shards
-from sumpref.stages.shards import chunks, counts, judge_resources, question_map, resources
+from sumpref.raygen import RowSlice, read_shards, run_shards
+from sumpref.stages.shards import chunks, counts, file_rows, judge_resources, question_map, resources, slices
 
 
 def eval_models(cfg: RunConfig, tuned: BackendConfig) -> dict[str, BackendConfig]:
@@ -34,7 +34,7 @@ def eval_spec(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRef
         from sumpref.report import assemble_report, write_report
 
         qmap = question_map(eval_questions)
-        rows = [r for r in read_table(articles.path / "articles.parquet") if r["split"] == "eval" and r["id"] in qmap]
+        rows = file_rows(articles, "articles.parquet", lambda r: r["split"] == "eval" and r["id"] in qmap, ["id", "split"])
         judged, accounting, eval_drops = {}, {}, {}
         for name, bcfg in models.items():
             kept, failed, acct = _generate_and_judge(cfg, judge, name, bcfg, rows, qmap, out)
@@ -51,7 +51,7 @@ def eval_spec(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRef
     return StageSpec(cfg.root, "eval", config, [articles, eval_questions, *adapters, *upstream.values()], __name__, produce)
 
 
-def _generate_and_judge(cfg: RunConfig, judge: JudgeConfig, name: str, bcfg: BackendConfig, rows: list[dict],
+def _generate_and_judge(cfg: RunConfig, judge: JudgeConfig, name: str, bcfg: BackendConfig, rows: list[dict] | RowSlice,
                         qmap: dict[str, str], out: Path) -> tuple[list[dict], list[str], dict]:
     """One model's greedy summaries, judged: (rows that count, reasons of those left out, accounting)."""
     from sumpref.evaluate import failed_reason
@@ -60,7 +60,7 @@ def _generate_and_judge(cfg: RunConfig, judge: JudgeConfig, name: str, bcfg: Bac
 
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.eval.seed)
     gdir = out / f"gen_{name}"
-    shards = chunks(rows, max(1, bcfg.batch_size))
+    shards = slices(rows, max(1, bcfg.batch_size))
     info = run_shards(gdir, shards, Summarizer(bcfg, params), desc=f"eval summaries ({name})", **resources(bcfg))
     gens = [{**g, "questions": qmap[g["article_id"]]} for g in read_shards(gdir, len(shards))]
     jdir = out / f"judged_{name}"

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sumpref.artifacts import ArtifactRef, read_table
+from sumpref.artifacts import ArtifactRef
 from sumpref.cachekey import StageSpec
 from sumpref.config import JudgeConfig, RunConfig
 from sumpref.raygen import read_shards, run_shards
-from sumpref.stages.shards import chunks, counts, judge_resources, judge_shard_size
+from sumpref.stages.shards import counts, file_shards, judge_resources, judge_shard_size
 
 
 def questions_spec(cfg: RunConfig, articles: ArtifactRef, judge: JudgeConfig, split: str | None = None) -> StageSpec:
     def produce(out: Path) -> dict:
         from sumpref.judges import QuestionWriter
 
-        rows = [r for r in read_table(articles.path / "articles.parquet") if split is None or r["split"] == split]
-        shards = chunks(rows, judge_shard_size(judge, 64))
+        shards = file_shards(articles, "articles.parquet", lambda r: split is None or r["split"] == split, ["split"],
+                             judge_shard_size(judge, 64))
         info = run_shards(out, shards, QuestionWriter(judge, cfg.sampling.seed), desc="questions", **judge_resources(judge))
         qrows = read_shards(out, len(shards))
         info.update(rows=len(qrows), drops=counts([r for r in qrows if r["error"]], "error"))

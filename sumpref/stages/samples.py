@@ -12,7 +12,7 @@ from sumpref.backends.base import SamplingParams
 from sumpref.cachekey import StageSpec
 from sumpref.config import BackendConfig, RunConfig
 from sumpref.raygen import run_shards
-from sumpref.stages.shards import chunks, question_map, resources
+from sumpref.stages.shards import file_shards, question_map, resources
 
 
 def samples_spec(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, policy: BackendConfig) -> StageSpec:
@@ -20,13 +20,14 @@ def samples_spec(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, 
         from sumpref.sampling import Summarizer
 
         ok = question_map(questions)
-        train = [r for r in read_table(articles.path / "articles.parquet") if r["split"] == "train"]
-        rows = [r for r in train if r["id"] in ok]
+        n_train = sum(r["split"] == "train" for r in read_table(articles.child("articles.parquet"), columns=["split"]))
         s = cfg.sampling
         params = SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=s.seed)
-        shards = chunks(rows, s.shard_size)
+        shards = file_shards(articles, "articles.parquet", lambda r: r["split"] == "train" and r["id"] in ok,
+                             ["id", "split"], s.shard_size)
         info = run_shards(out, shards, Summarizer(policy, params), desc="sampling", **resources(policy))
-        info.update(rows=sum(len(sh) for sh in shards) * s.n, drops={"no_questions": len(train) - len(rows)})
+        kept = sum(len(sh) for sh in shards)
+        info.update(rows=kept * s.n, drops={"no_questions": n_train - kept})
         return info
 
     config = {"policy": policy.model_dump(), "sampling": cfg.sampling.model_dump()}

@@ -1,15 +1,43 @@
-"""What the generation stages share: cutting rows into shards, the Ray resources of a shard
-actor, reading back a sharded artifact, and counting drop reasons."""
+"""What the generation stages share: cutting rows into shards (or, for an upstream file in the
+store, into `RowSlice`s the actors read themselves), the Ray resources of a shard actor, reading
+back a sharded artifact, and counting drop reasons."""
 
 from __future__ import annotations
 
-from sumpref.artifacts import ArtifactRef
+from typing import Callable
+
+from sumpref import storage
+from sumpref.artifacts import ArtifactRef, read_table
 from sumpref.config import BackendConfig, JudgeConfig
-from sumpref.raygen import actor_runtime_env, read_shards
+from sumpref.raygen import RowSlice, actor_runtime_env, read_shards
 
 
 def chunks(rows: list, size: int) -> list[list]:
     return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def slices(rows: list[dict] | RowSlice, size: int) -> list[list[dict] | RowSlice]:
+    """`chunks` of rows, or of a `RowSlice` (into smaller slices of the same file)."""
+    if isinstance(rows, RowSlice):
+        return [RowSlice(rows.uri, tuple(part)) for part in chunks(list(rows.index), size)]
+    return chunks(rows, size)
+
+
+def file_rows(ref: ArtifactRef, name: str, keep: Callable[[dict], bool], columns: list[str]) -> list[dict] | RowSlice:
+    """The rows of `ref`'s file `name` for which `keep` (given only `columns`) is true, in order.
+
+    Remote root: a `RowSlice`, so actors read the rows from the store and the driver reads only
+    `columns`; local root: the rows themselves (actors need not share the driver's disk)."""
+    location = ref.child(name)
+    if not storage.is_remote(location):
+        return [r for r in read_table(location) if keep(r)]
+    return RowSlice(location, tuple(i for i, r in enumerate(read_table(location, columns=columns)) if keep(r)))
+
+
+def file_shards(ref: ArtifactRef, name: str, keep: Callable[[dict], bool], columns: list[str],
+                size: int) -> list[list[dict] | RowSlice]:
+    """`file_rows`, cut into shards of `size`."""
+    return slices(file_rows(ref, name, keep, columns), size)
 
 
 def counts(rows: list[dict], key: str = "reason") -> dict[str, int]:
