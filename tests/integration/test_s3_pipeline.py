@@ -57,6 +57,10 @@ def test_demo_flow_on_s3_then_cached_rerun(s3_and_prefect, tmp_path, monkeypatch
     for stage in STAGES:
         keys = {f.split("/")[0] for f in storage.list_files(f"{root}/{stage}")}
         assert len(keys) == 1 and storage.exists(f"{root}/{stage}/{keys.pop()}/{SUCCESS}"), stage
+    for stage in ("questions", "samples", "judged"):  # every shard was written by its Ray actor, not the driver
+        log = f"{root}/{stage}/" + storage.list_files(f"{root}/{stage}")[0].split("/")[0] + "/logs/executions.jsonl"
+        writers = {json.loads(x)["written_by"] for x in storage.read_text(log).splitlines()}
+        assert writers == {"actor"}, (stage, writers)
     eval_dir = f"{root}/eval/" + storage.list_files(f"{root}/eval")[0].split("/")[0]
     report = json.loads(storage.read_text(f"{eval_dir}/report.json"))
     assert set(report["models"]) == {"base", "tuned"} and report["eval_articles"] >= 1
