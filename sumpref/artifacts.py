@@ -147,6 +147,12 @@ def mirror_tree(folder: Path, last: str | None = None) -> None:
         storage.upload_file(f, storage.join(target, f.relative_to(folder).as_posix()))
 
 
+def read_staged(path: Path) -> bytes:
+    """A file of a staged folder: the local one, or the store's copy (written by a worker on another node)."""
+    target = store_location(path)
+    return Path(path).read_bytes() if Path(path).exists() or target is None else storage.read_bytes(target)
+
+
 def unmirror_tree(folder: Path) -> None:
     """Delete the store's copy of a staged folder (a superseded checkpoint)."""
     target = store_location(folder)

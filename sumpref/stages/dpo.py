@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from sumpref import storage
-from sumpref.artifacts import ArtifactRef, read_table
+from sumpref.artifacts import ArtifactRef, read_staged, read_table
 from sumpref.cachekey import StageSpec
 from sumpref.config import RunConfig
 
@@ -42,7 +42,7 @@ def _train_packed(cfg: RunConfig, refprobs: ArtifactRef | None, model: str, out:
     valid = refprobs.child("valid.parquet")  # URIs on a remote root: the workers read from the store
     launch_packed_training(refprobs.child("train.parquet"), model, str(out / "adapter"), cfg.dpo,
                            valid_path=valid if storage.exists(valid) else None)
-    metrics = json.loads((out / "adapter" / "metrics.json").read_text())
+    metrics = json.loads(read_staged(out / "adapter" / "metrics.json"))
     metrics.update(pairs_train=metrics.get("pairs", refprobs.rows), pairs_valid=(metrics.get("valid") or {}).get("pairs", 0),
                    train_loss=(metrics.get("last") or {}).get("loss"))
     return {"rows": refprobs.rows, **metrics}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sumpref.artifacts import read_staged
 from sumpref.config import PackedDPOConfig, TRLDPOConfig
 
 
@@ -34,7 +35,7 @@ def launch_training(train: list[dict] | str, valid: list[dict] | str, model_path
     from sumpref.training.ray_train import train_dpo_trl_ray
 
     train_dpo_trl_ray(train, valid, model_path, output_dir, cfg)
-    return json.loads((Path(output_dir) / "metrics.json").read_text())
+    return json.loads(read_staged(Path(output_dir) / "metrics.json"))
 
 
 def launch_packed_training(pairs_path: str, model_path: str, output_dir: str, cfg: PackedDPOConfig,
@@ -46,4 +47,4 @@ def launch_packed_training(pairs_path: str, model_path: str, output_dir: str, cf
     from sumpref.training.ray_train import train_packed_dpo_ray
 
     train_packed_dpo_ray(pairs_path, model_path, output_dir, cfg, valid_path=valid_path)
-    return json.loads((Path(output_dir) / "metrics.json").read_text())
+    return json.loads(read_staged(Path(output_dir) / "metrics.json"))

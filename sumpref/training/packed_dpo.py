@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from sumpref.config import PackedDPOConfig
+from sumpref.artifacts import mirror_tree
 from sumpref.training.checkpoints import deepspeed_checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
 from sumpref.training.distributed import Wrapped, gathered_adapter, rank_and_world, train_device, wrap
 from sumpref.training.losses import DPOLossOutput, dpo_loss, preference_metrics
@@ -207,3 +208,4 @@ def _save_outputs(model, tok, out: Path, model_path: str, cfg: PackedDPOConfig, 
         merged.save_pretrained(str(out / "merged"))
         tok.save_pretrained(str(out / "merged"))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))  # last: proves the run finished
+    mirror_tree(out, last="metrics.json")  # remote root: to the store from whichever node rank 0 runs on

@@ -102,7 +102,7 @@ def _fit(loop, loop_config: dict, cfg, output_dir: Path, name: str) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from sumpref.artifacts import store_location
+    from sumpref.artifacts import read_staged, store_location
     from sumpref.raygen import ensure_ray
 
     ensure_ray()
@@ -115,9 +115,10 @@ def _fit(loop, loop_config: dict, cfg, output_dir: Path, name: str) -> dict:
     )
     result = trainer.fit()
     metrics = dict(result.metrics or {})
-    summary = output_dir / "metrics.json"
-    if summary.exists():
-        metrics["summary"] = json.loads(summary.read_text())
+    try:  # rank 0 may have run on another node: then the summary is in the store (remote root) or missing
+        metrics["summary"] = json.loads(read_staged(output_dir / "metrics.json"))
+    except FileNotFoundError:
+        pass
     return metrics
 
 

@@ -17,7 +17,7 @@ import math
 import shutil
 from pathlib import Path
 
-from sumpref.artifacts import atomic_write_text
+from sumpref.artifacts import atomic_write_text, mirror_tree
 from sumpref.config import TRLDPOConfig
 from sumpref.training.deepspeed_config import deepspeed_template
 from sumpref.training.policy import lora_config
@@ -96,6 +96,7 @@ def train_dpo_trl(train: list[dict], valid: list[dict], model_path: str, output_
         return {}
     trainer.model.save_pretrained(str(out / "adapter"))
     tok.save_pretrained(str(out / "adapter"))
+    mirror_tree(out / "adapter")  # remote root: to the store from whichever node rank 0 runs on
     metrics = _summary(trainer.state.log_history, result.training_loss, trainer.state.global_step, len(train), len(valid))
     metrics["world_size"] = trainer.args.world_size
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))

@@ -1,6 +1,7 @@
 """Ray Train on a remote root (a real S3-compatible server, moto's server mode on 127.0.0.1): the
 training worker reads the pairs with reference log-probs from their URI in the store (the driver
-has no copy), and each complete checkpoint reaches the store at once, marker last."""
+has no copy), and each complete checkpoint reaches the store at once, marker last; rank 0 puts the finished adapter
+there itself (it may run on a node without the driver's disk)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,6 @@ def test_ray_train_worker_reads_pairs_from_the_store_and_checkpoints_to_it(share
         names = storage.list_files(f"{stage}/adapter/checkpoints")
         assert "step-2/COMPLETE" in names and "step-2/training_state.pt" in names, names
         assert any(n.startswith("step-2/adapter/") for n in names), names
+        final = storage.list_files(f"{stage}/adapter")  # uploaded by the worker (rank 0), not at the stage's end
+        assert {"adapter_model.safetensors", "adapter_config.json", "metrics.json"} <= set(final), final
+        assert json.loads(storage.read_text(f"{stage}/adapter/metrics.json"))["steps"] == 4
