@@ -10,10 +10,11 @@ pid, heartbeat count and wall time, ttl.
 - **Heartbeat**: a thread rewrites the object every `ttl/4` seconds, conditionally on its ETag
   (`If-Match`), so a holder notices when its lease was taken over (`Lease.lost`).
 - **Expiry**: a waiter treats the lease as stale when the object has not changed for the
-  holder's `ttl` (recorded in the object) by the waiter's own monotonic clock (no clock agreement needed), or when its recorded
-  heartbeat is older than `2 * ttl` by the waiter's wall clock (a waiter that arrives long after
-  the holder died need not wait a whole ttl; this shortcut assumes clocks agree within `ttl`). It then takes the lease over with a conditional PUT
-  on the ETag it saw: of several waiters, one wins.
+  holder's `ttl` (recorded in the object) by the waiter's own monotonic clock (no clock agreement
+  needed), or when its recorded heartbeat is older than `2 * ttl` by the waiter's wall clock (a
+  waiter that arrives long after the holder died need not wait a whole ttl; this shortcut assumes
+  clocks agree within `ttl`). It then takes the lease over with a conditional PUT on the ETag it
+  saw: of several waiters, one wins.
 - **Release**: the holder deletes the object if its ETag is still the holder's.
 
 A killed holder stops heartbeating, so its lease expires and a rerun proceeds. Stores without
@@ -23,7 +24,9 @@ believe they hold it. Residual races on S3 are two: a holder stalled for more th
 GC or a suspended VM) can lose its lease to a waiter while still producing (it logs that and
 finishes: both write the same content-addressed files, `_SUCCESS` last, so the result is sound,
 the work merely done twice); and release is check-then-delete, so a takeover in that instant
-loses its object (the next waiter then creates a fresh one).
+loses its object (the next waiter then creates a fresh one). The tests' S3 server (moto) checks a
+condition and then writes, not as one step, so there exactly simultaneous requests could both pass;
+AWS S3 evaluates the condition atomically.
 
 `ttl` defaults to `$SUMPREF_LEASE_TTL_S` or 60 seconds.
 """
