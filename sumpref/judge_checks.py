@@ -17,7 +17,8 @@ from __future__ import annotations
 import random
 
 from sumpref.config import JudgeConfig
-from sumpref.judges import QuestionWriter, SummaryJudge, article_from_json, questions_from_json, questions_to_json
+from sumpref.judges import (QuestionWriter, SummaryJudge, article_from_json, highlights_from_json, questions_from_json,
+                            questions_to_json)
 from sumpref.mcq import LETTERS, MCQ, UNSURE
 
 
@@ -57,7 +58,7 @@ def position_bias(judge: JudgeConfig, items: list[dict], seed: int = 0) -> dict:
         shuffled = _shuffle_options(questions_from_json(qjson), rng)
         rows.append({"article_id": it["article_id"], "questions": qjson, "summary": it["summary"]})
         reshuffled.append({"article_id": it["article_id"], "summary": it["summary"],
-                           "questions": questions_to_json(shuffled, article_from_json(qjson))})
+                           "questions": questions_to_json(shuffled, article_from_json(qjson), highlights_from_json(qjson))})
     first, _ = scorer.run(rows)
     second, _ = scorer.run(reshuffled)
     same = total = 0
