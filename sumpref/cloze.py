@@ -30,7 +30,6 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterator
 
 from sumpref.mcq import LETTERS, MCQ, UNSURE, ParseResult
 
@@ -268,30 +267,8 @@ def build_cloze_questions(article: str, highlights: str | None, n_questions: int
     facts; no answer is asked twice. Returns `ParseResult(error="empty_article")` or
     `ParseResult(error="too_few_candidates")` instead of raising.
     """
-    return build_question_bank(article, highlights, n_questions, n_questions, seed)
-
-
-def build_question_bank(article: str, highlights: str | None, min_questions: int, max_questions: int,
-                        seed: int = 0) -> ParseResult:
-    """Up to `max_questions` cloze MCQs (at least `min_questions`, else `too_few_candidates`).
-
-    The first `n` questions of a bank are exactly `build_cloze_questions(..., n, seed)`: a larger
-    bank only appends questions from the same tiers, in the same order.
-    """
     if not article or not article.strip():
         return ParseResult(error="empty_article")
-    chosen = []
-    for q in _question_stream(article, highlights, seed):
-        chosen.append(q)
-        if len(chosen) == max_questions:
-            break
-    if len(chosen) < min_questions:
-        return ParseResult(error="too_few_candidates")
-    return ParseResult(questions=chosen)
-
-
-def _question_stream(article: str, highlights: str | None, seed: int) -> Iterator[MCQ]:
-    """Every question the tiers yield, best first (see `build_cloze_questions`)."""
     article_cased = _is_cased(article)
     cased = article if article_cased else (highlights if highlights and _is_cased(highlights) else None)
     proper = _proper_words(cased) if cased else None
@@ -313,9 +290,14 @@ def _question_stream(article: str, highlights: str | None, seed: int) -> Iterato
         tiers.append(lambda: _items(hl_sents or lead, None, _article_pool(article, None), article_text, kinds={"WORD"}))
 
     rng = random.Random(seed)
+    chosen: list[MCQ] = []
     asked: set[str] = set()  # words of answers already used: one question per entity
     for tier in tiers:
+        if len(chosen) == n_questions:
+            break
         for question, answer, distractors in _round_robin(tier()):
+            if len(chosen) == n_questions:
+                break
             words = set(_content([_norm(t) for t in _raw_tokens(answer)])) - _SCALES
             if words & asked:
                 continue
@@ -324,7 +306,10 @@ def _question_stream(article: str, highlights: str | None, seed: int) -> Iterato
                 answer = answer.lower()  # distractors are lowercase too: case must not give it away
             pos = rng.randrange(len(LETTERS))
             options = distractors[:pos] + [answer] + distractors[pos:]
-            yield MCQ(question, tuple(options), LETTERS[pos])
+            chosen.append(MCQ(question, tuple(options), LETTERS[pos]))
+    if len(chosen) < n_questions:
+        return ParseResult(error="too_few_candidates")
+    return ParseResult(questions=chosen)
 
 
 _Item = tuple[str, str, list[str]]  # (cloze text, answer, distractors)

@@ -2,7 +2,6 @@
 
 import pytest
 
-from sumpref.cloze import build_cloze_questions, build_question_bank
 from sumpref.key_content import KeyContent, content_stems, coverage, stem
 
 ARTICLE = ("Chelsea beat Arsenal 2-1 at Stamford Bridge on Sunday. Eden Hazard scored the winner in the 78th minute. "
@@ -53,9 +52,3 @@ def test_lead_weight_mixes_the_two_sources():
     only_lead = "Manager Jose Mourinho said the team had shown great spirit on Sunday at Stamford Bridge."
     assert coverage(key, only_lead, 0.0) < coverage(key, only_lead, 0.25) < coverage(key, only_lead, 1.0)
 
-
-def test_a_question_bank_extends_the_five_questions_without_changing_them():
-    five = build_cloze_questions(ARTICLE, HIGHLIGHTS, 5, seed=3)
-    bank = build_question_bank(ARTICLE, HIGHLIGHTS, 5, 50, seed=3)
-    assert five.ok and bank.ok and len(bank.questions) > 5 and bank.questions[:5] == five.questions
-    assert build_question_bank(ARTICLE, HIGHLIGHTS, 99, 200).error == "too_few_candidates"
