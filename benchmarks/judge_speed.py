@@ -4,7 +4,10 @@ Takes the first 1,000 SummEval summaries (63 articles, 16 systems each), writes 
 questions once and judges every summary with the pipeline's own `QuestionWriter`/`SummaryJudge`,
 in one process (as one judge actor would). Model loading is timed apart.
 
-Usage: .venv/bin/python benchmarks/judge_speed.py [--n 1000] [--kinds qa,cloze,qa-embedding]
+Kinds: `qa` (the default judge: key-content coverage + proportional faithfulness), `qa-mcq` (the
+earlier qa count), `cloze`, `qa-embedding` (MiniLM sentence support; minutes on 2 loaded cores).
+
+Usage: .venv/bin/python benchmarks/judge_speed.py [--n 1000] [--kinds qa,qa-mcq,cloze]
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from sumpref.judges import QuestionWriter, SummaryJudge
 from sumpref.metaeval import HUMAN_SETS, load_set
 
 REPO = Path(__file__).resolve().parent.parent
-KINDS = {"qa": JudgeConfig(kind="qa"), "cloze": JudgeConfig(kind="cloze"),
-         "qa-embedding": JudgeConfig(kind="qa", support="embedding")}
+KINDS = {"qa": JudgeConfig(kind="qa"), "qa-mcq": JudgeConfig(kind="qa", count="mcq", faithfulness="extra_wrong"),
+         "cloze": JudgeConfig(kind="cloze"), "qa-embedding": JudgeConfig(kind="qa", support="embedding")}
 
 
 def time_judge(cfg: JudgeConfig, rows: list[dict]) -> tuple[float, float]:
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--kinds", default="qa,cloze,qa-embedding")
+    ap.add_argument("--kinds", default="qa,qa-mcq,cloze")
     args = ap.parse_args(argv)
     summeval = next(h for h in HUMAN_SETS if h.name == "summeval")
     rows = load_set(args.data_dir, summeval)[: args.n]

@@ -123,18 +123,32 @@ BackendConfig = Annotated[
 class JudgeConfig(Strict):
     """Writes the questions and answers them from one summary.
 
-    `qa`: embedded, no LLM (the default): cloze questions answered from the summary, plus a
-    faithfulness check of every summary sentence against the article (`sumpref.faithfulness`);
-    `faithfulness` says how unsupported sentences change the count the preference rule sees.
+    `qa`: embedded, no LLM (the default). It writes the cloze questions and, with `count:
+    key_content` (the default), counts correct answers as `n_questions x` the summary's coverage of
+    the article's key content (the content words of the highlights and lead sentences, each a
+    cloze item, weighted by how often the article uses the word; `sumpref.key_content`): a float
+    in [0, n_questions], so ">= 3 of 5 correct" means "covers at least 60% of the key content,
+    after the faithfulness term". `count: mcq` counts the written questions answered correctly
+    (the earlier integer count). Faithfulness enters by subtraction: with `faithfulness:
+    proportional` (the default) the count loses `n_questions x faithfulness_weight x` the share of
+    the summary's word trigrams that the article never uses (`sumpref.faithfulness`).
     `cloze`: the earlier embedded judge, questions only (no faithfulness term).
     `llm`: the published method with `backend` as the judge model.
     """
 
     kind: Literal["qa", "cloze", "llm"] = "qa"
-    faithfulness: Literal["none", "extra_wrong", "gate"] = Field(
-        "extra_wrong", description="qa: content the article does not support turns correct answers wrong "
-        "(extra_wrong: one per sentence with a new name/number/word, or n_questions x the share of new word "
-        "pairs, whichever is more), or makes the count 0 (gate), or is only reported (none)")
+    count: Literal["key_content", "mcq"] = Field(
+        "key_content", description="qa: what the count the preference rule sees is made of: n_questions x the "
+        "weighted coverage of the article's key content (key_content, a float), or the number of written cloze "
+        "questions answered correctly (mcq, the earlier integer count)")
+    faithfulness: Literal["none", "extra_wrong", "gate", "proportional"] = Field(
+        "proportional", description="qa: how content the article does not support lowers the count: by "
+        "n_questions x faithfulness_weight x the share of the summary's word trigrams absent from the article "
+        "(proportional); by one answer per sentence with a new name/number/word or n_questions x the share of new "
+        "word pairs, whichever is more (extra_wrong); to 0 (gate); or not at all, only reported (none)")
+    faithfulness_weight: float = Field(1.0, ge=0, description="qa proportional: answers lost per n_questions x unsupported share")
+    lead_weight: float = Field(0.25, ge=0, description="qa key_content: weight of the lead sentences' items next to "
+                               "the highlights' (1); without highlights the lead alone counts")
     support: Literal["lexical", "embedding"] = Field(
         "lexical", description="qa: how a sentence counts as supported: no new content word and few new "
         "bigrams (lexical), or MiniLM cosine to the closest article sentence >= embed_threshold (embedding)")

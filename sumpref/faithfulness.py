@@ -11,7 +11,13 @@ Contract:
   best cosine similarity to an article sentence (MiniLM, `sumpref.embed`); the judge calls a
   sentence unsupported below `judge.embed_threshold`.
 - `novel_bigram_share(index, summary)`: share of the summary's word bigrams (pooled over sentences)
-  that never occur in the article; `1 -` it is the lexical faithfulness score.
+  that never occur in the article; `1 -` it is the lexical faithfulness score of the `extra_wrong`
+  and `gate` modes.
+- `novel_trigram_share(index, summary)`: share of the summary's word trigrams that never occur in
+  the article (new names, numbers, words or word orders all create new trigrams, a copied clause
+  none); `1 -` it is the lexical faithfulness score of the `proportional` mode.
+- `proportional_penalty(n_questions, share, weight)` = `n_questions x weight x share`: answers lost
+  in proportion to unsupported content, so a little invention costs a little and a lot costs a lot.
 - `extra_wrong(n_questions, supports, share)`: how many answers the summary's unsupported content
   is worth: the larger of the number of sentences with a new content word (an invented name or
   number costs one answer however short it is) and `round(n_questions * share)` (a summary whose
@@ -19,8 +25,8 @@ Contract:
 - `faithfulness(supported)` -> share of supported sentences in [0, 1] (1.0 for an empty summary:
   nothing claimed, nothing invented; emptiness is the pair filter's business).
 - `apply_faithfulness(n_correct, n_extra_wrong, mode)`: how the count the preference rule sees is
-  changed. `none`: unchanged. `extra_wrong`: `n_extra_wrong` correct answers become wrong (never
-  below 0). `gate`: any unsupported content -> 0 correct.
+  changed. `none`: unchanged. `extra_wrong` and `proportional`: `n_extra_wrong` correct answers
+  (a fraction under `proportional`) become wrong, never below 0. `gate`: any unsupported content -> 0.
 Pure functions; numpy only for the embedding variant.
 """
 
@@ -30,7 +36,7 @@ from dataclasses import dataclass
 
 from sumpref.cloze import _STOPWORDS, _content, _norm, _raw_tokens, _sentences
 
-FAITHFULNESS_MODES = ("none", "extra_wrong", "gate")
+FAITHFULNESS_MODES = ("none", "extra_wrong", "gate", "proportional")
 
 
 @dataclass(frozen=True)
@@ -47,11 +53,12 @@ class ArticleIndex:
 
     words: frozenset[str]
     bigrams: frozenset[tuple[str, str]]
+    trigrams: frozenset[tuple[str, str, str]]
 
     @classmethod
     def of(cls, article: str) -> "ArticleIndex":
         toks = _words(article)
-        return cls(frozenset(toks), frozenset(zip(toks, toks[1:])))
+        return cls(frozenset(toks), frozenset(zip(toks, toks[1:])), frozenset(zip(toks, toks[1:], toks[2:])))
 
 
 def _words(text: str) -> list[str]:
@@ -81,6 +88,21 @@ def novel_bigram_share(index: ArticleIndex, summary: str) -> float:
     return sum(b not in index.bigrams for b in bigrams) / len(bigrams) if bigrams else 0.0
 
 
+def novel_trigram_share(index: ArticleIndex, summary: str) -> float:
+    """Share of the summary's word trigrams (over the whole text, as the article's are) that never
+    occur in the article; 0.0 for a summary shorter than three words."""
+    toks = _words(summary)
+    trigrams = list(zip(toks, toks[1:], toks[2:]))
+    return sum(t not in index.trigrams for t in trigrams) / len(trigrams) if trigrams else 0.0
+
+
+def proportional_penalty(n_questions: int, unsupported_share: float, weight: float) -> float:
+    """How many of `n_questions` answers unsupported content costs under `proportional`:
+    `n_questions x weight x unsupported_share` (a summary half of whose wording the article does
+    not contain loses 2.5 of 5 at weight 1)."""
+    return n_questions * weight * unsupported_share
+
+
 def extra_wrong(n_questions: int, supports: list[SentenceSupport], share: float) -> int:
     return max(sum(bool(s.novel_words) for s in supports), round(n_questions * share))
 
@@ -99,10 +121,10 @@ def faithfulness(supported: list[bool]) -> float:
     return sum(supported) / len(supported) if supported else 1.0
 
 
-def apply_faithfulness(n_correct: int, n_extra_wrong: int, mode: str) -> int:
+def apply_faithfulness(n_correct: float, n_extra_wrong: float, mode: str) -> float:
     if mode == "none" or n_extra_wrong == 0:
         return n_correct
-    if mode == "extra_wrong":
+    if mode in ("extra_wrong", "proportional"):
         return max(0, n_correct - n_extra_wrong)
     if mode == "gate":
         return 0

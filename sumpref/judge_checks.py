@@ -1,7 +1,8 @@
 """An LLM judge's own checks: position bias and length bias, measured by re-asking it.
 
-Contract (both take a `JudgeConfig` and items `{article_id, article, highlights, summary}`; the
-judge's own `QuestionWriter`/`SummaryJudge` run in process, so any backend works):
+Contract (both take a `JudgeConfig` and items `{article_id, article, highlights, summary}`, plus
+optionally `questions`, a questions JSON as the judge stores it, to re-ask given questions instead of
+writing them; the judge's own `QuestionWriter`/`SummaryJudge` run in process, so any backend works):
 - `position_bias(judge, items, seed)` -> `{"agreement", "questions", "items"}`: the questions are
   re-asked with their options shuffled (and re-lettered); agreement is the share of questions
   whose chosen *option text* is the same both times (`Unsure` both times agrees). A judge
@@ -17,7 +18,8 @@ from __future__ import annotations
 import random
 
 from sumpref.config import JudgeConfig
-from sumpref.judges import QuestionWriter, SummaryJudge, article_from_json, questions_from_json, questions_to_json
+from sumpref.judges import (QuestionWriter, SummaryJudge, article_from_json, highlights_from_json, questions_from_json,
+                            questions_to_json)
 from sumpref.mcq import LETTERS, MCQ, UNSURE
 
 
@@ -43,10 +45,19 @@ def _shuffle_options(qs: list[MCQ], rng: random.Random) -> list[MCQ]:
 
 
 def _questions(judge: JudgeConfig, items: list[dict]) -> tuple[SummaryJudge, list[tuple[dict, str]]]:
-    writer, scorer = QuestionWriter(judge), SummaryJudge(judge)
-    writer.load(), scorer.load()
-    written, _ = writer.run([{"id": it["article_id"], "article": it["article"], "highlights": it.get("highlights")} for it in items])
-    return scorer, [(it, w["questions"]) for it, w in zip(items, written) if w["questions"]]
+    """The judge, loaded, and (item, questions JSON) for every item whose questions exist: given
+    with the item, or written by the judge."""
+    scorer = SummaryJudge(judge)
+    scorer.load()
+    todo = [it for it in items if not it.get("questions")]
+    written = {}
+    if todo:
+        writer = QuestionWriter(judge)
+        writer.load()
+        out, _ = writer.run([{"id": it["article_id"], "article": it["article"], "highlights": it.get("highlights")} for it in todo])
+        written = {id(it): w["questions"] for it, w in zip(todo, out)}
+    pairs = [(it, it.get("questions") or written.get(id(it))) for it in items]
+    return scorer, [(it, q) for it, q in pairs if q]
 
 
 def position_bias(judge: JudgeConfig, items: list[dict], seed: int = 0) -> dict:
@@ -57,7 +68,7 @@ def position_bias(judge: JudgeConfig, items: list[dict], seed: int = 0) -> dict:
         shuffled = _shuffle_options(questions_from_json(qjson), rng)
         rows.append({"article_id": it["article_id"], "questions": qjson, "summary": it["summary"]})
         reshuffled.append({"article_id": it["article_id"], "summary": it["summary"],
-                           "questions": questions_to_json(shuffled, article_from_json(qjson))})
+                           "questions": questions_to_json(shuffled, article_from_json(qjson), highlights_from_json(qjson))})
     first, _ = scorer.run(rows)
     second, _ = scorer.run(reshuffled)
     same = total = 0

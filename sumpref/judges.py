@@ -4,9 +4,11 @@ Both produce the same columns. Questions (`questions.parquet`): `article_id, que
 list of MCQ dicts), error`. Judged rows: `answers (list[str]), n_correct, judge_error`.
 
 - `qa` (default): embedded, no LLM (`sumpref.qa_judge`): the cloze questions, stored with the
-  article (questions JSON is then `{"questions": [...], "article": "..."}`), answered from the
-  summary; summary sentences the article does not support change `n_correct` as
-  `judge.faithfulness` says. Extra judged columns: `n_correct_raw, faithfulness, n_unsupported`.
+  article and highlights (questions JSON is then `{"questions": [...], "article": "...",
+  "highlights": "..." | null}`), answered from the summary; `n_correct` (a float for `qa`) is
+  `n_questions x` the key-content coverage (`judge.count: key_content`) or the questions answered
+  (`mcq`), lowered for content the article does not support as `judge.faithfulness` says. Extra
+  judged columns: `n_correct_raw, coverage, faithfulness, n_unsupported`.
 - `cloze`: embedded, no LLM (`sumpref.cloze`): questions from the reference highlights (lead
   sentences without them), answered by matching options against the summary.
 - `llm`: the published method on any backend; JSON-constrained output where the backend
@@ -31,9 +33,9 @@ def article_rng(seed: int, article_id: str) -> random.Random:
     return random.Random(int(hashlib.sha256(f"{seed}:{article_id}".encode()).hexdigest()[:16], 16))
 
 
-def questions_to_json(qs: list[MCQ], article: str | None = None) -> str:
+def questions_to_json(qs: list[MCQ], article: str | None = None, highlights: str | None = None) -> str:
     items = [q.to_dict() for q in qs]
-    return json.dumps(items if article is None else {"questions": items, "article": article})
+    return json.dumps(items if article is None else {"questions": items, "article": article, "highlights": highlights})
 
 
 def questions_from_json(s: str) -> list[MCQ]:
@@ -45,6 +47,12 @@ def article_from_json(s: str) -> str | None:
     """The article stored with `qa` questions (None for the other kinds)."""
     obj = json.loads(s)
     return obj.get("article") if isinstance(obj, dict) else None
+
+
+def highlights_from_json(s: str) -> str | None:
+    """The reference highlights stored with `qa` questions (None when there were none)."""
+    obj = json.loads(s)
+    return obj.get("highlights") if isinstance(obj, dict) else None
 
 
 def _parse_llm_mcq(text: str, n: int) -> ParseResult:
@@ -102,9 +110,10 @@ class QuestionWriter:
                 results.append(parsed)
             stats = self.backend.stats
             self.backend.stats = BackendStats()
-        keep_article = self.cfg.kind == "qa"  # its faithfulness term reads the article when judging
+        keep_article = self.cfg.kind == "qa"  # its count and faithfulness term read them when judging
         out = [{"article_id": r["id"],
-                "questions": questions_to_json(p.questions, r["article"] if keep_article else None) if p.ok else None,
+                "questions": (questions_to_json(p.questions, r["article"], r.get("highlights")) if keep_article
+                              else questions_to_json(p.questions)) if p.ok else None,
                 "error": p.error}
                for r, p in zip(rows, results)]
         return out, stats
@@ -165,12 +174,12 @@ class SummaryJudge:
             q = questions_from_json(r["questions"])
             row = {k: v for k, v in r.items() if k != "questions"}
             if article is None:  # questions written by another judge kind: nothing to check against
-                row.update(answers=[], n_correct=0, n_unsure=0, n_correct_raw=0, faithfulness=None, n_unsupported=0,
-                           judge_error="qa_needs_qa_questions")
+                row.update(answers=[], n_correct=0.0, n_unsure=0, n_correct_raw=0, coverage=None, faithfulness=None,
+                           n_unsupported=0, judge_error="qa_needs_qa_questions")
             else:
-                s = self.scorer.score(q, article, r["summary"] or "")
-                row.update(answers=s.answers, n_correct=s.n_correct, n_unsure=sum(x == UNSURE for x in s.answers),
-                           n_correct_raw=s.n_correct_raw, faithfulness=s.faithfulness,
+                s = self.scorer.score(q, article, r["summary"] or "", highlights_from_json(r["questions"]))
+                row.update(answers=s.answers, n_correct=float(s.n_correct), n_unsure=sum(x == UNSURE for x in s.answers),
+                           n_correct_raw=s.n_correct_raw, coverage=s.coverage, faithfulness=s.faithfulness,
                            n_unsupported=len(s.unsupported), judge_error=None)
             out.append(row)
         return out

@@ -232,7 +232,7 @@ def rouge_scorers() -> list[Scorer]:
 def judge_scorer(cfg, label: str, seed: int = 0) -> Scorer:
     """The pipeline's own judge code (`sumpref.judges`), in process: write the article's questions
     once, judge every text. Reports `n_correct` (what the preference rule sees), and for `qa` also
-    `faithfulness`. A question-writing failure scores every text 0 (the pipeline drops them)."""
+    `faithfulness` and the key-content `coverage` it is made from. A question-writing failure scores every text 0 (the pipeline drops them)."""
     from sumpref.judges import QuestionWriter, SummaryJudge
 
     writer, judge = QuestionWriter(cfg, seed=seed), SummaryJudge(cfg)
@@ -249,6 +249,7 @@ def judge_scorer(cfg, label: str, seed: int = 0) -> Scorer:
         out = {label: [float(j["n_correct"]) for j in judged]}
         if cfg.kind == "qa":
             out[label.replace("n correct", "faithfulness")] = [float(j["faithfulness"]) for j in judged]
+            out[label.replace("n correct", "coverage")] = [float(j["coverage"]) for j in judged]
         return out
 
     return score
@@ -367,7 +368,8 @@ def judge_label(judge: JudgeConfig) -> str:
 
 def score_names(judge: JudgeConfig) -> list[str]:
     """Table columns: the judge under test, then the baselines that are always reported."""
-    names = [judge_label(judge)] + ([f"{judge.kind} judge: faithfulness"] if judge.kind == "qa" else [])
+    names = [judge_label(judge)] + ([f"{judge.kind} judge: {part}" for part in ("coverage", "faithfulness")]
+                                    if judge.kind == "qa" else [])
     if judge.kind != "cloze":
         names.append(CLOZE_BASELINE)
     return names + ["ROUGE-1 F", "article precision"]
@@ -417,7 +419,10 @@ def render_report(cfg: MetaEvalConfig, results: list[dict], checks: dict | None,
     names = score_names(cfg.judge)
     subset = f", first {cfg.max_articles} articles of each set" if cfg.max_articles else ""
     lines = [f"Measured {date} by `make meta-eval` (flow `flows/meta_eval.py`): judge `kind: {cfg.judge.kind}`"
-             + (f", faithfulness `{cfg.judge.faithfulness}`, support `{cfg.judge.support}`" if cfg.judge.kind == "qa" else "")
+             + (f", count `{cfg.judge.count}`, faithfulness `{cfg.judge.faithfulness}`"
+                + (f" (weight {cfg.judge.faithfulness_weight})" if cfg.judge.faithfulness == "proportional" else "")
+                + (f", lead weight {cfg.judge.lead_weight}" if cfg.judge.count == "key_content" else "")
+                + f", support `{cfg.judge.support}`" if cfg.judge.kind == "qa" else "")
              + f", {cfg.judge.n_questions} questions{subset}. Values with 95% bootstrap intervals over articles "
              f"({cfg.n_bootstrap} resamples).", "", render_table(metrics_from_dicts(results), names), "",
              "| set | rows | articles | labels | scoring time (s) |", "|---|---|---|---|---|"]

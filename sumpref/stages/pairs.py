@@ -41,7 +41,7 @@ def _empty_pairs():
     msg = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
     return pa.table({"article_id": pa.array([], pa.string()), "split": pa.array([], pa.string()),
                      "prompt": pa.array([], msg), "chosen": pa.array([], msg), "rejected": pa.array([], msg),
-                     "chosen_correct": pa.array([], pa.int64()), "rejected_correct": pa.array([], pa.int64()),
+                     "chosen_correct": pa.array([], pa.float64()), "rejected_correct": pa.array([], pa.float64()),
                      "chosen_words": pa.array([], pa.int64()), "rejected_words": pa.array([], pa.int64())})
 
 

@@ -3,8 +3,9 @@
 import pytest
 
 from sumpref.config import JudgeConfig
-from sumpref.faithfulness import apply_faithfulness, faithfulness, unsupported_sentences
-from sumpref.judges import QuestionWriter, SummaryJudge, article_from_json, questions_from_json
+from sumpref.faithfulness import (ArticleIndex, apply_faithfulness, faithfulness, novel_trigram_share, proportional_penalty,
+                                  unsupported_sentences)
+from sumpref.judges import QuestionWriter, SummaryJudge, article_from_json, highlights_from_json, questions_from_json
 from sumpref.mcq import LETTERS, UNSURE
 from sumpref.qa_judge import QAScorer
 
@@ -64,13 +65,14 @@ def _judge(cfg: JudgeConfig, summaries: list[str]) -> list[dict]:
     writer.load(), judge.load()
     q, _ = writer.run([{"id": "a1", "article": ARTICLE, "highlights": HIGHLIGHTS}])
     assert q[0]["error"] is None and article_from_json(q[0]["questions"]) == ARTICLE
+    assert highlights_from_json(q[0]["questions"]) == HIGHLIGHTS
     judged, _ = judge.run([{"article_id": "a1", "sample_idx": i, "questions": q[0]["questions"], "summary": s}
                            for i, s in enumerate(summaries)])
     return judged
 
 
 def test_qa_judge_prefers_the_faithful_summary():
-    cfg = JudgeConfig(kind="qa", n_questions=3)
+    cfg = JudgeConfig(kind="qa", n_questions=3, count="mcq", faithfulness="extra_wrong")
     faithful, number, name = _judge(cfg, [FAITHFUL, INVENTED_NUMBER, INVENTED_NAME])
     assert faithful["faithfulness"] == 1.0 and faithful["n_unsupported"] == 0
     for bad in (number, name):
@@ -81,7 +83,7 @@ def test_qa_judge_prefers_the_faithful_summary():
 
 def test_qa_judge_gate_and_none_modes():
     gated = _judge(JudgeConfig(kind="qa", n_questions=3, faithfulness="gate"), [INVENTED_NUMBER])[0]
-    plain = _judge(JudgeConfig(kind="qa", n_questions=3, faithfulness="none"), [INVENTED_NUMBER])[0]
+    plain = _judge(JudgeConfig(kind="qa", n_questions=3, count="mcq", faithfulness="none"), [INVENTED_NUMBER])[0]
     assert gated["n_correct"] == 0 and plain["n_correct"] == plain["n_correct_raw"] > 0
 
 
@@ -107,8 +109,47 @@ def test_qa_scorer_lexical_needs_no_model():
 
 
 def test_config_defaults_and_errors():
-    assert JudgeConfig().kind == "qa" and JudgeConfig().faithfulness == "extra_wrong"
+    cfg = JudgeConfig()
+    assert (cfg.kind, cfg.count, cfg.faithfulness, cfg.faithfulness_weight) == ("qa", "key_content", "proportional", 1.0)
     with pytest.raises(ValueError, match="faithfulness"):
         JudgeConfig(faithfulness="sometimes")
     with pytest.raises(ValueError, match="max_novel_bigrams"):
         JudgeConfig(max_novel_bigrams=1.5)
+    with pytest.raises(ValueError, match="count"):
+        JudgeConfig(count="answers")
+    with pytest.raises(ValueError, match="faithfulness_weight"):
+        JudgeConfig(faithfulness_weight=-1)
+
+
+def test_novel_trigram_share_counts_new_wording_and_new_claims():
+    index = ArticleIndex.of(ARTICLE)
+    copied = "Chelsea beat Arsenal 2-1 at Stamford Bridge on Sunday. Eden Hazard scored the winner"
+    assert novel_trigram_share(index, copied) == 0.0
+    assert novel_trigram_share(index, "") == 0.0 and novel_trigram_share(index, "Chelsea won") == 0.0
+    # FAITHFUL skips words ("on Sunday"), which joins words the article never puts together: a
+    # little; an invented number or name, or swapped roles, add the trigrams around them.
+    share = {s: novel_trigram_share(index, s) for s in (FAITHFUL, INVENTED_NUMBER, INVENTED_NAME, SWAPPED)}
+    assert 0 < share[FAITHFUL] < min(share[INVENTED_NUMBER], share[INVENTED_NAME], share[SWAPPED]) < 0.5
+
+
+@pytest.mark.parametrize("n, share, weight, expected", [(5, 0.0, 1.0, 0.0), (5, 0.5, 1.0, 2.5), (5, 0.2, 0.5, 0.5)])
+def test_proportional_penalty(n, share, weight, expected):
+    assert proportional_penalty(n, share, weight) == pytest.approx(expected)
+    assert apply_faithfulness(2.0, proportional_penalty(n, share, weight), "proportional") == pytest.approx(max(0.0, 2.0 - expected))
+
+
+def test_default_qa_count_is_key_content_coverage_minus_unsupported_share():
+    faithful, number, swapped, empty = _judge(JudgeConfig(kind="qa", n_questions=5), [FAITHFUL, INVENTED_NUMBER, SWAPPED, ""])
+    for r in (faithful, number, swapped):
+        assert 0 <= r["n_correct"] <= 5 and isinstance(r["n_correct"], float) and 0 < r["coverage"] <= 1
+        # faithfulness = 1 - novel trigram share; weight 1: the count loses 5 x that share
+        assert r["n_correct"] == pytest.approx(round(max(0.0, 5 * r["coverage"] - 5 * (1 - r["faithfulness"])), 2), abs=0.011)
+    # the faithful summary passes the rule's ">= 3 of 5", an invented number or swapped roles do not
+    assert faithful["n_correct"] >= 3 > max(number["n_correct"], swapped["n_correct"])
+    assert number["faithfulness"] < 1.0 and empty["n_correct"] == 0.0 and empty["coverage"] == 0.0
+
+
+def test_qa_count_weight_zero_is_coverage_only():
+    cfg = JudgeConfig(kind="qa", n_questions=5, faithfulness_weight=0.0)
+    faithful, number = _judge(cfg, [FAITHFUL, INVENTED_NUMBER])
+    assert number["n_correct"] == pytest.approx(round(5 * number["coverage"], 2))

@@ -93,7 +93,8 @@ def test_every_human_file_is_covered_and_sets_are_validated(tmp_path):
     assert len({h.file for h in HUMAN_SETS}) == len(HUMAN_SETS) == 8
     with pytest.raises(ValueError, match="sets"):
         MetaEvalConfig(sets=("nope",))
-    assert score_names(JudgeConfig(kind="qa"))[:3] == ["qa judge: n correct", "qa judge: faithfulness", "cloze judge (baseline)"]
+    assert score_names(JudgeConfig(kind="qa"))[:4] == ["qa judge: n correct", "qa judge: coverage", "qa judge: faithfulness",
+                                                     "cloze judge (baseline)"]
     assert "cloze judge (baseline)" not in score_names(JudgeConfig(kind="cloze"))
 
 
