@@ -12,7 +12,8 @@ def tiny_config(root: Path, iterations: int = 1, **sections) -> RunConfig:
         "name": "it",
         "iterations": iterations,
         "root": str(root),
-        "policy": {"batch_size": 12, "num_cpus": 1},
+        # Two one-CPU actors: generation is memory-bound on one thread, so two use both cores.
+        "policy": {"batch_size": 12, "num_cpus": 1, "replicas": 2},
         "judge": {"kind": "cloze"},
         "data": {"source": str(SHARED / "cnndm_cliff.jsonl"), "num_articles": 10, "eval_fraction": 0.2,
                  "max_article_tokens": 160},

@@ -34,7 +34,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def prefect_stack(tmp_path_factory):
+def prefect_stack(tmp_path_factory, on_cluster):  # flow runs connect to the session's Ray
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     try:
@@ -111,7 +111,7 @@ def test_failed_pipeline_run_retried_through_the_api_reuses_finished_tasks(prefe
     cfg = load_config(ROOT / "configs" / "demo.yaml", [
         f"root={root}", "data.num_articles=8", "data.max_article_tokens=160", "sampling.n=3", "sampling.max_new_tokens=24",
         "sampling.shard_size=4", "dpo.max_steps=1", "dpo.max_length=256", "eval.max_new_tokens=16",
-        "eval.bootstrap_samples=50", "policy.num_cpus=1"])
+        "eval.bootstrap_samples=50", "policy.num_cpus=1", "policy.replicas=2"])
     root.mkdir(parents=True)
     (root / "dpo").write_text("a file where the training stage's folder goes: training cannot write")
     first = trigger(prefect_stack["env"], "sumpref-full-pipeline/pipeline", {"config": cfg.model_dump(mode="json")})

@@ -1,22 +1,11 @@
-"""The evaluation flow for real: Prefect (test harness), local Ray, the embedded model and a LoRA
+"""The evaluation flow for real: Prefect (the session's test server), the session's Ray cluster, the embedded model and a LoRA
 adapter on it, on articles that are not the demo's training articles."""
 
 import json
 
 import pytest
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-    import ray
-
-    ray.shutdown()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_cluster")]
 
 
 @pytest.fixture(scope="module")

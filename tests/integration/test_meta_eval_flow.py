@@ -9,7 +9,7 @@ from tests.integration._pipeline_config import SHARED
 pytestmark = pytest.mark.integration
 
 
-def test_meta_eval_flow_writes_the_table(tmp_path):
+def test_meta_eval_flow_writes_the_table(prefect_api, tmp_path):
     out = tmp_path / "META.md"
     cfg = MetaEvalConfig(data_dir=SHARED, sets=("summeval", "cliff_cnndm", "llm_news_pairwise"), max_articles=3,
                          n_bootstrap=20, out=out)

@@ -132,9 +132,8 @@ def test_faults_are_retried_counted_and_rows_stay_in_place(server):
     assert f0 == "429" and f1 == "pass" and t1 - t0 >= 0.95
 
 
-def test_key_from_prefect_secret_block_reaches_the_server(server, monkeypatch):
+def test_key_from_prefect_secret_block_reaches_the_server(server, monkeypatch, prefect_api):
     from prefect.blocks.system import Secret
-    from prefect.testing.utilities import prefect_test_harness
 
     from tasks.secrets import export_backend_secret
 
@@ -142,9 +141,8 @@ def test_key_from_prefect_secret_block_reaches_the_server(server, monkeypatch):
     monkeypatch.delenv(env, raising=False)
     cfg = OpenAIBackendConfig(model="local", base_url=server.base_url, api_key_env=env,
                               api_key_secret_block="sumpref-test-key")
-    with prefect_test_harness():
-        Secret(value="sk-from-block-7").save("sumpref-test-key", overwrite=True)
-        assert export_backend_secret(cfg) is True
+    Secret(value="sk-from-block-7").save("sumpref-test-key", overwrite=True)
+    assert export_backend_secret(cfg) is True
     from sumpref.backends.openai_http import OpenAIBackend
 
     be = OpenAIBackend(cfg)

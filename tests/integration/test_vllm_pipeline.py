@@ -1,4 +1,4 @@
-"""The whole flow with `policy.backend: vllm`: Prefect, local Ray, vLLM engines in actors of the
+"""The whole flow with `policy.backend: vllm`: Prefect, the session's Ray cluster, vLLM engines in actors of the
 worker environment (sampling, and greedy evaluation of base and of the round's LoRA adapter,
 served unmerged). Mid-run, the sampling engine's actor is SIGKILLed: only its shard fails, the
 task's retry reuses the shards already written and finishes the rest."""
@@ -16,18 +16,7 @@ import pytest
 from tests.integration._pipeline_config import tiny_config
 from tests.integration.vllm_support import cpu_vllm_config
 
-pytestmark = [pytest.mark.integration, pytest.mark.vllm]
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-    import ray
-
-    ray.shutdown()
+pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.usefixtures("on_cluster")]
 
 
 def kill_sampling_actor_after_first_shard(root, killed: list, stop: threading.Event) -> None:
@@ -53,7 +42,7 @@ def test_flow_with_vllm_policy_survives_a_killed_engine(prefect_api, tmp_path_fa
 
     root = tmp_path_factory.mktemp("runs")
     policy = cpu_vllm_config(max_model_len=512).model_dump(exclude_defaults=True)
-    cfg = tiny_config(root, policy={**policy, "backend": "vllm"}, sampling={"shard_size": 2})
+    cfg = tiny_config(root, policy={**policy, "backend": "vllm", "replicas": 1}, sampling={"shard_size": 2})
     assert cfg.policy.backend == "vllm"
 
     killed, stop = [], threading.Event()
