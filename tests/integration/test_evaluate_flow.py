@@ -1,11 +1,11 @@
-"""The evaluation flow for real: Prefect (the session's test server), the session's Ray cluster, the embedded model and a LoRA
+"""The evaluation flow for real: Prefect (the session's test server), local Ray, the embedded model and a LoRA
 adapter on it, on articles that are not the demo's training articles."""
 
 import json
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_cluster")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
 
 
 @pytest.fixture(scope="module")

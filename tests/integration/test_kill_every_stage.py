@@ -3,9 +3,8 @@ log-probs, training, evaluation), one after the other on the same artifact root;
 completes and its artifacts equal an uninterrupted run's, and training resumes from its checkpoint.
 
 The kill point is chosen by `$SUMPREF_KILL_AT` (`sumpref.faults`): the library SIGKILLs its own
-process group there, a real kill -9 at a moment that a poll from outside could miss in fast
-stages. The runs are drivers of the session's Ray cluster (`RAY_ADDRESS`): Ray ends a killed
-driver's actors, and the next run connects instead of starting Ray again."""
+process group there (the driver and the local Ray processes it started), a real kill -9 at a
+moment that a poll from outside could miss in fast stages."""
 
 import hashlib
 import json
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_cluster")]
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +47,7 @@ BYTE_EQUAL = ("articles", "questions", "samples", "judged", "pairs", "refprobs")
 
 
 def run(root: Path, kill_at: str | None = None) -> dict | None:
-    env = {k: v for k, v in os.environ.items() if k != "SUMPREF_KILL_AT"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SUMPREF_KILL_AT")}
     env["PYTHONPATH"] = str(ROOT)
     if kill_at:
         env["SUMPREF_KILL_AT"] = kill_at

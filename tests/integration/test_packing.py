@@ -169,7 +169,7 @@ def test_killed_run_resumes_to_the_same_adapter(ref_pairs, model_path, tmp_path)
     assert max(_rel(b[k], a[k]) for k in a if a[k].abs().sum() > 0) <= 1e-5
 
 
-def test_reference_stage_fans_out_over_ray_actors(ref_pairs, model_path, tmp_path, on_cluster):
+def test_reference_stage_fans_out_over_ray_actors(ref_pairs, model_path, tmp_path):
     pytest.importorskip("ray")
     src = tmp_path / "pairs.parquet"
     _pairs_frame().to_parquet(src, index=False)

@@ -1,30 +1,13 @@
-"""The whole flow for real: Prefect (the session's test server), the session's Ray cluster, the embedded model."""
+"""The whole flow for real: Prefect (a test server), local Ray, the embedded model."""
 
 import json
 
 import pytest
 
+from tests.integration._flow_states import task_states
 from tests.integration._pipeline_config import tiny_config
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_cluster")]
-
-
-def task_states(flow_state) -> dict[str, str]:
-    """Final state of each task run of a finished flow run. The API learns a task's last state
-    from an event that can land just after the flow returns: read until every state is final."""
-    import time
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    fid = flow_state.state_details.flow_run_id
-    deadline = time.time() + 60
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fid])))
-            if all(r.state and r.state.is_final() for r in runs) or time.time() > deadline:
-                return {r.name: r.state.name for r in runs}
-            time.sleep(0.5)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
 
 
 def artifact_dirs(root, stage):

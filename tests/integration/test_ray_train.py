@@ -49,12 +49,14 @@ def _pair_rows(shared_data: Path, n_articles: int = 2) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def local_ray(on_cluster):
-    """The session's cluster: the workers' CPUs, one each (the Train controller takes none)."""
-    import ray
-
-    ray.init(address=on_cluster, log_to_driver=False)
+def local_ray():
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:  # the workers' CPUs: one each; the Train controller takes none
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
+    if started:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

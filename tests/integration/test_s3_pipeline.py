@@ -8,6 +8,7 @@ import pytest
 
 from sumpref import storage
 from sumpref.artifacts import SUCCESS, read_table
+from tests.integration._flow_states import task_states
 from tests.integration._pipeline_config import tiny_config
 from tests.s3_store import new_bucket, s3_server
 
@@ -25,16 +26,6 @@ def s3_and_prefect():
     import ray
 
     ray.shutdown()
-
-
-def task_states(flow_state) -> dict[str, str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    fid = flow_state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fid])))
-    return {r.name: r.state.name for r in runs}
 
 
 def test_demo_flow_on_s3_then_cached_rerun(s3_and_prefect, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""The whole flow with `policy.backend: vllm`: Prefect, the session's Ray cluster, vLLM engines in actors of the
+"""The whole flow with `policy.backend: vllm`: Prefect, local Ray, vLLM engines in actors of the
 worker environment (sampling, and greedy evaluation of base and of the round's LoRA adapter,
 served unmerged). Mid-run, the sampling engine's actor is SIGKILLed: only its shard fails, the
 task's retry reuses the shards already written and finishes the rest."""
@@ -16,7 +16,7 @@ import pytest
 from tests.integration._pipeline_config import tiny_config
 from tests.integration.vllm_support import cpu_vllm_config
 
-pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.usefixtures("on_cluster")]
+pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.usefixtures("prefect_api")]
 
 
 def kill_sampling_actor_after_first_shard(root, killed: list, stop: threading.Event) -> None:

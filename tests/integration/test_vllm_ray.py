@@ -22,7 +22,7 @@ def random_adapter(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def engine(random_adapter, on_cluster):
+def engine(random_adapter):
     import ray
 
     from sumpref.raygen import ensure_ray
