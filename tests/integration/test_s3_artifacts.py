@@ -8,15 +8,9 @@ import pytest
 
 from sumpref import storage
 from sumpref.artifacts import META, SUCCESS, fingerprint_dir, read_table, remove_tree, run_stage, write_table
-from tests.s3_store import new_bucket, s3_server
+from tests.s3_store import new_bucket
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with s3_server() as env:
-        yield env
 
 
 @pytest.fixture

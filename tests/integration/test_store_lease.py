@@ -10,15 +10,9 @@ import pytest
 
 from sumpref import lease, storage
 from sumpref.artifacts import LOCK, run_stage, stage_key, write_table
-from tests.s3_store import new_bucket, s3_server
+from tests.s3_store import new_bucket
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with s3_server() as env:
-        yield env
 
 
 @pytest.fixture
