@@ -324,7 +324,9 @@ def trl_eval_loss(trainer, eval_pairs: int, cfg, device) -> dict:
     ev = {}
     for beta in (cfg.beta, 1.0):
         trainer.beta = beta
-        with torch.no_grad():
+        # The Trainer's own autocast (accelerate's, bf16) is applied to the model only inside train();
+        # with PEFT's fp32 input cast switched off the LoRA matmuls need it here too.
+        with torch.no_grad(), trainer.accelerator.autocast():
             for mode in trainer._metrics.values():
                 mode.clear()
             loss = float(trainer.compute_loss(trainer.model, inputs))

@@ -138,7 +138,7 @@ def split_parts(src: Path, out: Path, part_mb: int) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=".whl")
-    ap.add_argument("--part-mb", type=int, default=56, help="one device call carries 64 MiB with the checkout")
+    ap.add_argument("--part-mb", type=int, default=40, help="one device call carries 64 MiB with the checkout (about 20 MiB)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp)
