@@ -19,16 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from sumpref.artifacts import ArtifactRef, read_table  # noqa: E402
+from sumpref.artifacts import load_ref, read_table, uri_to_path  # noqa: E402
 from sumpref.evalflow_config import load_eval_config  # noqa: E402
 from sumpref.evaluate import compare_models, failed_reason, render_comparison  # noqa: E402
 from sumpref.judges import SummaryJudge  # noqa: E402
 from sumpref.stages.shards import question_map  # noqa: E402
-
-
-def ref_of(uri: str) -> ArtifactRef:
-    path = Path(uri.removeprefix("file://"))
-    return ArtifactRef(uri=uri, stage=path.parent.name, key=path.name, fingerprint="", rows=0)
 
 
 def main() -> int:
@@ -45,14 +40,13 @@ def main() -> int:
         raise SystemExit(f"{args.root}: no finished evaluation (eval_compare/*/report.json)")
     done = json.loads(reports[-1].read_text())
     arts = done["artifacts"]
-    qmap = question_map(ref_of(arts["questions"]))
-    articles = {r["id"]: r for r in read_table(Path(arts["articles"].removeprefix("file://")) / "articles.parquet")
+    qmap = question_map(load_ref(arts["questions"]))
+    articles = {r["id"]: r for r in read_table(uri_to_path(arts["articles"]) / "articles.parquet")
                 if r["id"] in qmap}
     judge = SummaryJudge(cfg.judge)
     judged = {}
     for name in (m.name for m in cfg.models):
-        ref = ref_of(arts[name])
-        gen = [r for f in sorted((ref.path / "gen" / "shards").glob("*.parquet")) for r in read_table(f)]
+        gen = [r for f in sorted((uri_to_path(arts[name]) / "gen" / "shards").glob("*.parquet")) for r in read_table(f)]
         rows, _ = judge.run([{**g, "questions": qmap[g["article_id"]]} for g in gen if g["article_id"] in qmap])
         judged[name] = [r for r in rows if not failed_reason(r)]
         print(f"{name}: {len(judged[name])} of {len(rows)} summaries judged", file=sys.stderr)
