@@ -265,6 +265,8 @@ class PackedDPOConfig(DPOCommon):
         "dense", description="dense: SDPA with an L x L mask; flex: FlexAttention block mask (skips masked blocks)")
     logprob_chunk_size: int = Field(0, ge=0, description="0: one vocabulary projection for all targets; N: N "
                                     "targets at a time (full-vocabulary logits never materialised at once)")
+    fused_lora: bool = Field(True, description="LoRA update as the epilogue of the adapter's GEMM "
+                             "(sumpref.training.lora_fused); not applied under deepspeed zero3")
 
     @model_validator(mode="after")
     def _check_packed(self) -> "PackedDPOConfig":

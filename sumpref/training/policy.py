@@ -4,7 +4,10 @@
   DPOTrainer receives it as `peft_config`; the packed trainer applies it itself).
 - `compute_dtype(cfg, device)`: bf16 autocast on GPU with `dpo.bf16` (base weights bf16, LoRA
   master weights fp32); None means plain fp32 (always on CPU).
-- `build_policy(model_path, cfg, device)`: base model + fresh adapter, checkpointing as configured.
+- `build_policy(model_path, cfg, device)`: base model + fresh adapter, checkpointing as configured,
+  LoRA layers fused with `fused_lora` (`sumpref.training.lora_fused`), except under ZeRO-3, whose
+  partitioned LoRA weights are gathered only when their own module runs (the fused forward reads
+  `lora_B.weight` directly).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from sumpref.config import DPOCommon, PackedDPOConfig
+from sumpref.training.lora_fused import fuse_lora_linears
 from sumpref.training.packed_logprobs import disable_adapter_input_cast
 
 
@@ -27,7 +31,8 @@ def compute_dtype(cfg: DPOCommon, device: torch.device) -> torch.dtype | None:
 
 
 def build_policy(model_path: str, cfg: PackedDPOConfig, device: torch.device):
-    """Base model (bf16 on GPU when cfg.bf16, else fp32) with a fresh LoRA adapter, on `device`."""
+    """Base model (bf16 on GPU when cfg.bf16, else fp32) with a fresh LoRA adapter, on `device`.
+    With `cfg.fused_lora` (and not ZeRO-3: see the module docstring) the LoRA layers are fused."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -37,6 +42,8 @@ def build_policy(model_path: str, cfg: PackedDPOConfig, device: torch.device):
     model = get_peft_model(model, lora_config(cfg))
     if compute_dtype(cfg, device) is not None:
         disable_adapter_input_cast(model)
+    if cfg.fused_lora and cfg.deepspeed != "zero3":
+        fuse_lora_linears(model)
     enable_checkpointing(model, cfg)
     return model.to(device)
 

@@ -15,6 +15,7 @@ from sumpref.config import PackedDPOConfig
 from sumpref.models import resolve_model
 from sumpref.training.checkpoints import latest_checkpoint
 from sumpref.training.deepspeed_config import deepspeed_config
+from sumpref.training.lora_fused import unfuse_lora_linears
 from sumpref.training.losses import dpo_loss
 from sumpref.training.packed_dpo import packed_dpo_loss, train_packed_dpo
 from sumpref.training.packed_logprobs import PackedLogProbs, unpacked_logps
@@ -119,6 +120,7 @@ def test_packed_matches_unpacked_logps_loss_and_grads(ref_pairs, model_path):
     g_packed = {n: p.grad.clone() for n, p in params.items()}
     model.zero_grad()
 
+    assert unfuse_lora_linears(model) > 0  # build_policy fused the LoRA layers; the reference runs PEFT's forward
     unpacked = torch.cat([unpacked_logps(model, g) for g in data.groups])
     ref = dpo_loss(unpacked[batch.chosen_index], unpacked[batch.rejected_index], data.ref_chosen[rows],
                    data.ref_rejected[rows], beta=cfg.beta)
