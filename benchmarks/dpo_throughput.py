@@ -11,8 +11,9 @@ Two memory classes, each with TRL at its best setting and ours in the same class
   `--trl-nockpt-batches` whose peak memory fits `--cap-gib` (80: an 80 GB card), tried
   largest first (a batch over the cap stops after one step).
 Ours runs `--ours-ckpt` / `--ours-nockpt` (articles per step, optionally `:flex` for the
-FlexAttention block mask and `:chunk` for chunked vocabulary log-probs). Peak memory and MFU
-stand beside each row; ratios are against TRL in the same class.
+FlexAttention block mask, `:chunk` for chunked vocabulary log-probs and `:fuse` for the fused LoRA
+forward of `sumpref.training.lora_fused`, undone after the variant: TRL always runs PEFT's own).
+Peak memory and MFU stand beside each row; ratios are against TRL in the same class.
 
 Parity: `fp32_parity` trains nothing; it builds a small random model in fp32 and compares our
 loss and log-probs with TRL's on the same pairs (beta 1, where any log-prob difference shows);
@@ -46,6 +47,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sumpref.config import PackedDPOConfig  # noqa: E402
+from sumpref.training.lora_fused import fuse_lora_linears, unfuse_lora_linears  # noqa: E402
 from sumpref.training.packed_dpo import packed_dpo_loss  # noqa: E402
 from sumpref.training.packed_logprobs import PackedLogProbs  # noqa: E402
 from sumpref.training.packing import ArticleGroup, pack_groups  # noqa: E402
@@ -196,18 +198,32 @@ def ours_eval_loss(model, arts, rc, rr, cfg, device, dtype) -> dict:
     return out
 
 
-def parse_variant(spec: str) -> tuple[int, dict]:
-    """"4:flex:chunk" -> (4 articles per step, PackedLogProbs switches)."""
+VARIANT_FLAGS = ("flex", "chunk", "fuse")
+
+
+def parse_variant(spec: str) -> tuple[int, dict, bool]:
+    """"4:flex:chunk:fuse" -> (4 articles per step, PackedLogProbs switches, fuse the LoRA layers)."""
     apb, *flags = spec.split(":")
-    unknown = set(flags) - {"flex", "chunk"}
+    unknown = set(flags) - set(VARIANT_FLAGS)
     if unknown:
-        raise SystemExit(f"variant {spec!r}: unknown flags {sorted(unknown)} (flex, chunk)")
+        raise SystemExit(f"variant {spec!r}: unknown flags {sorted(unknown)} ({', '.join(VARIANT_FLAGS)})")
     return int(apb), {"attention": "flex" if "flex" in flags else "dense",
-                      "logprob_chunk_size": 1024 if "chunk" in flags else 0}
+                      "logprob_chunk_size": 1024 if "chunk" in flags else 0}, "fuse" in flags
 
 
 def ours_train(model, arts, rc, rr, cfg, device, dtype, spec, checkpointing, steps, warmup, mcfg):
-    apb, switches = parse_variant(spec)
+    """One variant's timed steps; the LoRA layers are fused for its duration only."""
+    fuse = parse_variant(spec)[2]
+    fused = fuse_lora_linears(model) if fuse else 0
+    try:
+        return {**_ours_train(model, arts, rc, rr, cfg, device, dtype, spec, checkpointing, steps, warmup, mcfg),
+                "fused_lora_layers": fused}
+    finally:
+        unfuse_lora_linears(model)
+
+
+def _ours_train(model, arts, rc, rr, cfg, device, dtype, spec, checkpointing, steps, warmup, mcfg):
+    apb, switches, _ = parse_variant(spec)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
@@ -437,8 +453,10 @@ def main() -> None:
     ap.add_argument("--distinct", type=int, default=6, help="distinct completions per article")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--ours-ckpt", default="4,4:flex:chunk", help="ours, checkpointed: articles per step[:flex][:chunk]")
-    ap.add_argument("--ours-nockpt", default="3,3:flex:chunk", help="ours, not checkpointed: same")
+    ap.add_argument("--ours-ckpt", default="4:flex:chunk,4:flex:chunk:fuse,8:flex:chunk:fuse",
+                    help="ours, checkpointed: articles per step[:flex][:chunk][:fuse]")
+    ap.add_argument("--ours-nockpt", default="3:flex:chunk,3:flex:chunk:fuse,4:flex:chunk:fuse",
+                    help="ours, not checkpointed: same")
     ap.add_argument("--trl-ckpt-batch", type=int, default=8, help="TRL checkpointed batch (0: skip)")
     ap.add_argument("--trl-nockpt-batches", default="4,3,2", help="TRL unchecked batches, largest first ('': skip)")
     ap.add_argument("--cap-gib", type=float, default=80.0, help="memory of the card the unchecked class must fit")
@@ -504,6 +522,7 @@ def main() -> None:
         save()
 
     load_lora(model, state)
+    assert unfuse_lora_linears(model) == 0  # every variant undid its fusion; unload() drops the layers anyway
     base = model.unload()
     base.set_attn_implementation("sdpa")  # TRL runs stock SDPA (a flex variant switched the model)
     del model
