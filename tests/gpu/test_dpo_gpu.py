@@ -1,5 +1,6 @@
-"""Packed DPO on CUDA: exactness in fp32 and bf16, FlexAttention and chunked log-probs against the
-dense path (fp32: log-probs, loss and gradients), fp32 parity with TRL, and a short bf16 training run.
+"""Packed DPO on CUDA: exactness in fp32 and bf16, FlexAttention, chunked log-probs and the fused
+LoRA forward against the dense path with PEFT's own LoRA forward (fp32: log-probs, loss and
+gradients), fp32 parity with TRL, and a short bf16 training run (fused, as the trainer runs).
 
 Runs through the device tool; skipped where CUDA is absent. The model is a small random Llama
 built from a config (no hub) with a word-level tokenizer and a minimal chat template.
@@ -98,11 +99,13 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp(min=1e-12))
 
 
-@pytest.mark.parametrize("attention,chunk", [("flex", 0), ("dense", 64), ("flex", 64)])
-def test_fast_paths_match_the_dense_path_in_fp32_with_gradients(tmp_path, attention, chunk):
+@pytest.mark.parametrize("attention,chunk,fused", [("flex", 0, False), ("dense", 64, False), ("flex", 64, False),
+                                                    ("dense", 0, True), ("flex", 64, True)])
+def test_fast_paths_match_the_dense_path_in_fp32_with_gradients(tmp_path, attention, chunk, fused):
     from transformers import AutoTokenizer
 
     from sumpref.config import PackedDPOConfig
+    from sumpref.training.lora_fused import fuse_lora_linears, unfuse_lora_linears
     from sumpref.training.losses import dpo_loss
     from sumpref.training.packed_logprobs import FLEX_ATTENTION, PackedLogProbs
     from sumpref.training.packing import build_groups, pack_groups
@@ -127,7 +130,10 @@ def test_fast_paths_match_the_dense_path_in_fp32_with_gradients(tmp_path, attent
         res.losses.mean().backward()
         return logps.detach(), res.losses.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
+    assert unfuse_lora_linears(model) > 0  # build_policy fuses; the reference is PEFT's own forward
     lp_a, loss_a, g_a = run(PackedLogProbs(model))
+    if fused:
+        fuse_lora_linears(model)
     lp_b, loss_b, g_b = run(PackedLogProbs(model, attention=attention, logprob_chunk_size=chunk))
     if attention == "flex":
         assert model.get_base_model().config._attn_implementation == FLEX_ATTENTION
