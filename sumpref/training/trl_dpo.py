@@ -2,10 +2,11 @@
 
 Contract: `train_dpo_trl(train, valid, model_path, output_dir, cfg) -> metrics` on pair rows (the
 format of `sumpref.pairs`) writes `output_dir/adapter/` (LoRA weights, tokenizer, model card) and
-`output_dir/metrics.json`. HF checkpoints go to `output_dir/checkpoints` every `save_steps` (the
-newest `save_total_limit` kept); a rerun after a crash resumes from the last one, and they are
-removed once training finishes. Under a process group (Ray Train) every rank trains; rank 0
-writes and returns the metrics, the other ranks return {}.
+`output_dir/metrics.json` (`zero_stage`: the DeepSpeed ZeRO stage that ran, 0 without DeepSpeed).
+HF checkpoints go to `output_dir/checkpoints` every `save_steps` (the newest `save_total_limit`
+kept); a rerun after a crash resumes from the last one, and they are removed once training
+finishes. Under a process group (Ray Train) every rank trains; rank 0 writes and returns the
+metrics, the other ranks return {}.
 
 `trl_args` is the one adapter from our config to TRL's (unit-tested).
 """
@@ -99,10 +100,18 @@ def train_dpo_trl(train: list[dict], valid: list[dict], model_path: str, output_
     mirror_tree(out / "adapter")  # remote root: to the store from whichever node rank 0 runs on
     metrics = _summary(trainer.state.log_history, result.training_loss, trainer.state.global_step, len(train), len(valid))
     metrics["world_size"] = trainer.args.world_size
+    metrics["zero_stage"] = _zero_stage(trainer)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
     atomic_write_text(out / "adapter" / "README.md", trl_model_card(model_path, cfg, metrics))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return metrics
+
+
+def _zero_stage(trainer) -> int:
+    """The ZeRO stage the DeepSpeed engine that trained ran with (0: no DeepSpeed): read from the
+    engine itself, so it proves what ran, not what was asked for."""
+    engine = getattr(trainer, "deepspeed", None)
+    return int(engine.zero_optimization_stage()) if engine is not None else 0
 
 
 def _summary(history: list[dict], train_loss: float, steps: int, n_train: int, n_valid: int) -> dict:
