@@ -12,7 +12,8 @@ Two memory classes, each with TRL at its best setting and ours in the same class
   largest first (a batch over the cap stops after one step).
 Ours runs `--ours-ckpt` / `--ours-nockpt` (articles per step, optionally `:flex` for the
 FlexAttention block mask, `:chunk` for chunked vocabulary log-probs and `:fuse` for the fused LoRA
-forward of `sumpref.training.lora_fused`, undone after the variant: TRL always runs PEFT's own).
+forward of `sumpref.training.lora_fused`, undone after the variant: TRL always runs PEFT's own;
+`:compile` for `torch.compile` of each decoder layer, dynamic shapes, also undone after the variant).
 Peak memory and MFU stand beside each row; ratios are against TRL in the same class.
 
 Parity: `fp32_parity` trains nothing; it builds a small random model in fp32 and compares our
@@ -198,28 +199,37 @@ def ours_eval_loss(model, arts, rc, rr, cfg, device, dtype) -> dict:
     return out
 
 
-VARIANT_FLAGS = ("flex", "chunk", "fuse")
+VARIANT_FLAGS = ("flex", "chunk", "fuse", "compile")
 
 
-def parse_variant(spec: str) -> tuple[int, dict, bool]:
-    """"4:flex:chunk:fuse" -> (4 articles per step, PackedLogProbs switches, fuse the LoRA layers)."""
+def parse_variant(spec: str) -> tuple[int, dict, set[str]]:
+    """"4:flex:chunk:fuse" -> (4 articles per step, PackedLogProbs switches, model switches {"fuse"})."""
     apb, *flags = spec.split(":")
     unknown = set(flags) - set(VARIANT_FLAGS)
     if unknown:
         raise SystemExit(f"variant {spec!r}: unknown flags {sorted(unknown)} ({', '.join(VARIANT_FLAGS)})")
     return int(apb), {"attention": "flex" if "flex" in flags else "dense",
-                      "logprob_chunk_size": 1024 if "chunk" in flags else 0}, "fuse" in flags
+                      "logprob_chunk_size": 1024 if "chunk" in flags else 0}, set(flags) & {"fuse", "compile"}
+
+
+def _decoder_layers(model):
+    return model.get_base_model().get_decoder().layers
 
 
 def ours_train(model, arts, rc, rr, cfg, device, dtype, spec, checkpointing, steps, warmup, mcfg):
-    """One variant's timed steps; the LoRA layers are fused for its duration only."""
-    fuse = parse_variant(spec)[2]
-    fused = fuse_lora_linears(model) if fuse else 0
+    """One variant's timed steps; LoRA fusion and layer compilation hold for its duration only."""
+    switches = parse_variant(spec)[2]
+    fused = fuse_lora_linears(model) if "fuse" in switches else 0
+    if "compile" in switches:
+        for layer in _decoder_layers(model):
+            layer.compile(dynamic=True)  # regional: one graph per decoder layer, reused by all of them
     try:
         return {**_ours_train(model, arts, rc, rr, cfg, device, dtype, spec, checkpointing, steps, warmup, mcfg),
-                "fused_lora_layers": fused}
+                "fused_lora_layers": fused, "compiled_layers": "compile" in switches}
     finally:
         unfuse_lora_linears(model)
+        for layer in _decoder_layers(model):
+            layer._compiled_call_impl = None  # what nn.Module.compile set: back to the eager call
 
 
 def _ours_train(model, arts, rc, rr, cfg, device, dtype, spec, checkpointing, steps, warmup, mcfg):
@@ -454,8 +464,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--ours-ckpt", default="4:flex:chunk,4:flex:chunk:fuse,8:flex:chunk:fuse",
-                    help="ours, checkpointed: articles per step[:flex][:chunk][:fuse]")
-    ap.add_argument("--ours-nockpt", default="3:flex:chunk,3:flex:chunk:fuse,4:flex:chunk:fuse",
+                    help="ours, checkpointed: articles per step[:flex][:chunk][:fuse][:compile]")
+    ap.add_argument("--ours-nockpt", default="3:flex:chunk,3:flex:chunk:fuse,3:flex:chunk:fuse:compile",
                     help="ours, not checkpointed: same")
     ap.add_argument("--trl-ckpt-batch", type=int, default=8, help="TRL checkpointed batch (0: skip)")
     ap.add_argument("--trl-nockpt-batches", default="4,3,2", help="TRL unchecked batches, largest first ('': skip)")
