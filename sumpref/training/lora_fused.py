@@ -7,17 +7,18 @@ every projection, forward and again in backward. `fuse_lora_linears(model)` give
 
     y = addmm(base(x), lora_A(dropout(x)), (lora_B.weight * scaling).T)      # beta = 1
 
-so the update is accumulated into the base output by the GEMM itself; only the `[out, r]` weight is
-scaled. The numbers are PEFT's up to float rounding (parity-tested in fp32, gradients included),
-dropout included (the same module is called on the same input, so the same random mask is drawn).
+so the update is accumulated into the base output by the GEMM itself (in place: `addmm_` with
+beta 1 on the base layer's output); only the `[out, r]` weight is scaled. The numbers are PEFT's
+up to float rounding (parity-tested in fp32, gradients included), dropout included (the same
+module is called on the same input, so the same random mask is drawn).
 Parameters, their names and the saved adapter are untouched (`lora_B` stays unscaled), so
 `save_pretrained`, loading with PEFT, `merge_and_unload` and `unload` behave as before.
 
 A layer falls back to PEFT's own forward whenever the fused one would not be PEFT's: adapters
 disabled (`disable_adapter()`, e.g. for reference log-probs), merged, not exactly one active
 adapter, a LoRA variant (DoRA, ...), a LoRA bias, extra forward arguments (`adapter_names`), or
-operands of different dtypes outside autocast (under autocast, `addmm` runs in the autocast dtype
-and gradients still reach fp32 master weights through the cast).
+operands of different dtypes outside autocast (under autocast the rank-r operands are cast to the
+base output's dtype; gradients still reach fp32 master weights through the cast).
 
 Not for DeepSpeed ZeRO-3: it reads `lora_B.weight` without calling `lora_B`, and ZeRO-3 gathers a
 partitioned parameter only when its own module runs. Callers skip fusion there (`build_policy`).
@@ -58,11 +59,15 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
             name = None  # PEFT would cast; keep its exact behaviour
     if name is None:
         return type(self).forward(self, x, *args, **kwargs)
-    base = self.base_layer(x)
-    x2 = self.lora_dropout[name](x).reshape(-1, x.shape[-1])
+    x2 = x.reshape(-1, x.shape[-1])
+    out = self.base_layer(x2)  # [tokens, out], its own tensor: the base's backward does not need it
+    h = self.lora_A[name](self.lora_dropout[name](x2))  # [tokens, r]
     update = (self.lora_B[name].weight * self.scaling[name]).t()  # [r, out]: the only scaled tensor
-    out = torch.addmm(base.reshape(-1, base.shape[-1]), self.lora_A[name](x2), update)
-    return out.view(base.shape)
+    # In place: an out-of-place addmm with a full-size input first copies it into its result.
+    # Autocast does not cover in-place ops, so the small operands are cast to the output's dtype
+    # (gradients still reach fp32 master weights through the cast).
+    out.addmm_(h.to(out.dtype), update.to(out.dtype))
+    return out.view(*x.shape[:-1], out.shape[-1])
 
 
 def fuse_lora_linears(model: nn.Module) -> int:
