@@ -52,7 +52,7 @@ from sumpref.training.lora_fused import fuse_lora_linears, unfuse_lora_linears  
 from sumpref.training.packed_dpo import packed_dpo_loss  # noqa: E402
 from sumpref.training.packed_logprobs import PackedLogProbs  # noqa: E402
 from sumpref.training.packing import ArticleGroup, pack_groups  # noqa: E402
-from sumpref.training.policy import lora_config  # noqa: E402
+from sumpref.training.policy import compile_layers, lora_config  # noqa: E402
 from sumpref.training.refprobs import reference_logps  # noqa: E402
 
 PEAK_FLOPS = 989.4e12
@@ -221,8 +221,7 @@ def ours_train(model, arts, rc, rr, cfg, device, dtype, spec, checkpointing, ste
     switches = parse_variant(spec)[2]
     fused = fuse_lora_linears(model) if "fuse" in switches else 0
     if "compile" in switches:
-        for layer in _decoder_layers(model):
-            layer.compile(dynamic=True)  # regional: one graph per decoder layer, reused by all of them
+        compile_layers(model)  # the packed trainer's `dpo.compile_layers`
     try:
         return {**_ours_train(model, arts, rc, rr, cfg, device, dtype, spec, checkpointing, steps, warmup, mcfg),
                 "fused_lora_layers": fused, "compiled_layers": "compile" in switches}
@@ -387,6 +386,10 @@ def trl_run(base, arts, state, cfg, device, dtype, batch, steps, warmup, eval_pa
                 self.over, control.should_training_stop = True, True
 
     n_pairs = batch * (warmup + steps)
+    # The base model is shared between runs: a checkpointed run leaves HF's checkpointing switched on
+    # in its layers, and TRL only switches it on (never off), so set it here for this run.
+    if not checkpointing:
+        base.gradient_checkpointing_disable()
     timer = Timer()
     reset_peak(device)
     sync(device)
@@ -463,9 +466,9 @@ def main() -> None:
     ap.add_argument("--distinct", type=int, default=6, help="distinct completions per article")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--ours-ckpt", default="4:flex:chunk,4:flex:chunk:fuse,8:flex:chunk:fuse",
+    ap.add_argument("--ours-ckpt", default="8:flex:chunk:fuse,8:flex:chunk:fuse:compile",
                     help="ours, checkpointed: articles per step[:flex][:chunk][:fuse][:compile]")
-    ap.add_argument("--ours-nockpt", default="3:flex:chunk,3:flex:chunk:fuse,3:flex:chunk:fuse:compile",
+    ap.add_argument("--ours-nockpt", default="3:flex:chunk:fuse:compile,4:flex:chunk:fuse:compile",
                     help="ours, not checkpointed: same")
     ap.add_argument("--trl-ckpt-batch", type=int, default=8, help="TRL checkpointed batch (0: skip)")
     ap.add_argument("--trl-nockpt-batches", default="4,3,2", help="TRL unchecked batches, largest first ('': skip)")

@@ -267,6 +267,8 @@ class PackedDPOConfig(DPOCommon):
                                     "targets at a time (full-vocabulary logits never materialised at once)")
     fused_lora: bool = Field(True, description="LoRA update as the epilogue of the adapter's GEMM "
                              "(sumpref.training.lora_fused); not applied under deepspeed zero3")
+    compile_layers: bool = Field(False, description="torch.compile each decoder layer (dynamic shapes; one graph "
+                                 "reused by every layer): pays on GPUs (benchmarks/RESULTS.md), costs compile time")
 
     @model_validator(mode="after")
     def _check_packed(self) -> "PackedDPOConfig":
@@ -277,6 +279,9 @@ class PackedDPOConfig(DPOCommon):
         if self.merge_adapter and self.deepspeed == "zero3":
             raise ValueError("dpo.merge_adapter with dpo.deepspeed: zero3 would gather the whole base model on "
                              "one rank: merge from the saved adapter afterwards (the merge stage does)")
+        if self.compile_layers and self.deepspeed == "zero3":
+            raise ValueError("dpo.compile_layers with dpo.deepspeed: zero3: ZeRO-3 gathers parameters through "
+                             "module hooks that a compiled layer does not run; use zero2 or none")
         return self
 
 

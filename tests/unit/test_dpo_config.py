@@ -26,7 +26,8 @@ def test_unknown_trainer_names_the_field():
 
 
 @pytest.mark.parametrize("field, value", [("max_tokens_per_batch", 4096), ("merge_adapter", True),
-                                          ("length_normalize", True), ("ref_replicas", 2), ("attention", "flex")])
+                                          ("length_normalize", True), ("ref_replicas", 2), ("attention", "flex"),
+                                          ("fused_lora", False), ("compile_layers", True)])
 def test_packed_only_fields_are_errors_on_the_trl_trainer(field, value):
     with pytest.raises(ConfigError, match=rf"dpo\.{field}: unknown field for dpo.trainer 'trl'"):
         _dpo(**{field: value})
@@ -48,6 +49,11 @@ def test_packed_report_to_is_tensorboard_only():
     with pytest.raises(ConfigError, match=r"dpo\.report_to: the packed trainer .* \['wandb'\] would be ignored"):
         _dpo(trainer="packed", report_to=["tensorboard", "wandb"])
     assert _dpo(trainer="trl", report_to=["wandb"]).report_to == ("wandb",)
+
+
+def test_packed_compile_under_zero3_is_an_error_naming_both_fields():
+    with pytest.raises(ConfigError, match=r"dpo\.compile_layers with dpo\.deepspeed: zero3"):
+        _dpo(trainer="packed", compile_layers=True, deepspeed="zero3", use_gpu=True)
 
 
 def test_packed_merge_under_zero3_is_an_error_naming_both_fields():

@@ -203,3 +203,13 @@ def test_build_policy_fuses_unless_off_or_zero3(tmp_path, kw, fused):
     layers = [m for m in model.modules() if type(m) is Linear]
     assert len(layers) == N_LAYERS * len(TARGETS)
     assert all(("forward" in vars(m)) == fused for m in layers)
+
+
+def test_build_policy_compiles_each_layer_when_asked(tmp_path):
+    _base().save_pretrained(str(tmp_path))
+    cfg = PackedDPOConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS, compile_layers=True)
+    model = build_policy(str(tmp_path), cfg, torch.device("cpu"))
+    layers = model.get_base_model().get_decoder().layers
+    assert len(layers) == N_LAYERS and all(layer._compiled_call_impl is not None for layer in layers)
+    plain = build_policy(str(tmp_path), cfg.model_copy(update={"compile_layers": False}), torch.device("cpu"))
+    assert all(layer._compiled_call_impl is None for layer in plain.get_base_model().get_decoder().layers)
