@@ -25,7 +25,8 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-a-key")  # a key alone adds no paid baseline (eval.api_baseline does)
     root = tmp_path_factory.mktemp("runs")
-    cfg = tiny_config(root)
+    trl = {"trainer": "trl"}  # TRL's DPOTrainer here (the tiny config's default is our packed trainer)
+    cfg = tiny_config(root, dpo=trl)
 
     state = full_pipeline(cfg, return_state=True)
     assert state.is_completed()
@@ -61,7 +62,7 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
     assert healed.is_completed() and (pairs_dir / "_SUCCESS").exists()
 
     before = {s: stage_dirs(root, s) for s in ("articles", "questions", "samples", "judged", "pairs", "dpo", "eval")}
-    changed = full_pipeline(tiny_config(root, dpo={"beta": 0.3}), return_state=True)
+    changed = full_pipeline(tiny_config(root, dpo={**trl, "beta": 0.3}), return_state=True)
     assert changed.is_completed()
     after = {s: stage_dirs(root, s) for s in before}
     for stage in ("articles", "questions", "samples", "judged", "pairs"):
