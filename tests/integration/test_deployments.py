@@ -109,8 +109,8 @@ with get_client(sync_client=True) as c:
 def test_failed_pipeline_run_retried_through_the_api_reuses_finished_tasks(prefect_stack, tmp_path):
     root = tmp_path / "runs"
     cfg = load_config(ROOT / "configs" / "demo.yaml", [
-        f"root={root}", "data.num_articles=8", "data.max_article_tokens=160", "sampling.n=3", "sampling.max_new_tokens=24",
-        "sampling.shard_size=4", "dpo.max_steps=1", "dpo.max_length=256", "eval.max_new_tokens=16",
+        f"root={root}", "data.num_articles=8", "data.max_article_tokens=96", "sampling.n=3", "sampling.max_new_tokens=16",
+        "sampling.shard_size=4", "dpo.trainer=packed", "dpo.max_steps=1", "dpo.max_length=192", "eval.max_new_tokens=16",
         "eval.bootstrap_samples=50", "policy.num_cpus=1", "policy.replicas=2"])
     root.mkdir(parents=True)
     (root / "dpo").write_text("a file where the training stage's folder goes: training cannot write")

@@ -44,7 +44,7 @@ def test_n_samples_per_request_prompt_counted_once(engine):
     import ray
 
     prompts = [summary_messages(r["article"]) for r in articles(3)]
-    params = SamplingParams(n=4, temperature=0.8, top_p=0.95, max_new_tokens=24, seed=5)
+    params = SamplingParams(n=4, temperature=0.8, top_p=0.95, max_new_tokens=12, seed=5)
     gens, stats = ray.get(engine.generate.remote(prompts, params, None))
     assert [len(g) for g in gens] == [4, 4, 4]
     assert all(g.finish_reason in ("stop", "length") and g.output_tokens > 0 for gs in gens for g in gs)
