@@ -21,7 +21,7 @@ import hashlib
 import json
 import random
 
-from sumpref.backends import make_backend
+from sumpref.backends import loaded_backend
 from sumpref.backends.base import BackendStats, SamplingParams, raise_if_transient
 from sumpref.config import JudgeConfig
 from sumpref.mcq import MCQ, UNSURE, ParseResult, parse_mcq_json, parse_mcq_text, score_answers, shuffle_questions
@@ -84,8 +84,7 @@ class QuestionWriter:
 
     def load(self) -> None:
         if self.cfg.kind == "llm":
-            self.backend = make_backend(self.cfg.backend)
-            self.backend.load()
+            self.backend = loaded_backend(self.cfg.backend)
 
     def run(self, rows: list[dict]) -> tuple[list[dict], BackendStats]:
         n = self.cfg.n_questions
@@ -127,8 +126,7 @@ class SummaryJudge:
 
     def load(self) -> None:
         if self.cfg.kind == "llm":
-            self.backend = make_backend(self.cfg.backend)
-            self.backend.load()
+            self.backend = loaded_backend(self.cfg.backend)
         elif self.cfg.kind == "qa":
             self.scorer = QAScorer(self.cfg)
             self.scorer.load()

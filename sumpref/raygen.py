@@ -1,7 +1,8 @@
 """Fan shards of rows out to Ray actors, persisting each finished shard atomically.
 
-A shard worker is a small picklable object with `load()` (heavy setup, once per actor) and
-`run(rows) -> (out_rows, BackendStats)`. `run_shards` skips shards whose file already exists,
+A shard worker is a small picklable object with `load()` (heavy setup, once per actor and stage) and
+`run(rows) -> (out_rows, BackendStats)`. Actors outlive their stage on a local Ray (see `_POOL`):
+the next stage loads its worker into the same processes. `run_shards` skips shards whose file already exists,
 so a run killed midway loses at most the shards in flight. Each execution is appended to
 `logs/executions.jsonl` (outside the fingerprint: shard, rows, driver pid, actor node and pid,
 who wrote the file), which makes resumption observable.
@@ -123,11 +124,17 @@ def _actor_class():
 
     @ray.remote
     class ShardActor:
-        def __init__(self, worker: ShardWorker, secret_env: dict[str, str]):
+        def __init__(self, secret_env: dict[str, str]):
             os.environ.update(secret_env)
-            self.worker = worker
-            self.worker.load()
+            self.worker: ShardWorker | None = None
             self.tables: dict = {}  # upstream files read for `RowSlice` inputs
+
+        def setup(self, worker: ShardWorker) -> int:
+            """Load `worker` (a pooled actor gets the next stage's worker here; returns the pid)."""
+            self.worker, self.tables = None, {}  # drop the previous stage's worker (and its model) first
+            worker.load()
+            self.worker = worker
+            return os.getpid()
 
         def run(self, i: int, shard: list[dict] | RowSlice, dest: str | None):
             """Run one shard; write it to `dest` (a store URI) and return no rows, or return the rows."""
@@ -140,6 +147,67 @@ def _actor_class():
             return {**done, "out": None}
 
     return ShardActor
+
+
+# Idle shard actors kept between `run_shards` calls of this driver, by resource shape: the next
+# stage's workers load into processes that have already imported torch and, for the same model,
+# loaded its weights (`sumpref.backends.loaded_backend`). Idle actors hold their CPUs/GPUs, so
+# a call for another shape, reference scoring and Ray Train release them first
+# (`release_idle_actors`). Pooled only on the local Ray this driver started: on a shared cluster
+# (`RAY_ADDRESS`) idle actors would hold resources other jobs wait for. Actors with a runtime_env
+# (vLLM's worker environment) or a secret are never pooled: one engine per actor, no key left in
+# a process that outlives its stage.
+_POOL: dict = {"cluster": None, "actors": {}}
+
+
+def _cluster_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
+def release_idle_actors(keep: tuple | None = None) -> None:
+    """Kill the idle pooled shard actors (all, or all but those of shape `keep`)."""
+    import ray
+
+    pool = _POOL["actors"] if _POOL["cluster"] == _cluster_id() else {}
+    for key in [k for k in pool if k != keep]:
+        for a in pool.pop(key):
+            ray.kill(a)
+    if _POOL["cluster"] != _cluster_id():
+        _POOL.update(cluster=_cluster_id(), actors={})
+
+
+def _start_actors(key: tuple | None, n: int, opts: dict, secret_env: dict, worker: ShardWorker) -> list:
+    """`n` actors of shape `key` with `worker` loaded: idle pooled ones first, new ones for the rest.
+
+    An idle actor that died meanwhile (its node lost, say) is replaced; a worker that fails to
+    load raises here, before any shard is sent."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    release_idle_actors(keep=key)
+    idle = _POOL["actors"].pop(key, []) if key is not None else []
+    for a in idle[n:]:
+        ray.kill(a)
+    cls = _actor_class()
+    idle = idle[:n]
+    actors = idle + [cls.options(**opts).remote(secret_env) for _ in range(n - len(idle))]
+    try:
+        ready = [a.setup.remote(worker) for a in actors]
+        for k, ref in enumerate(ready):
+            try:
+                ray.get(ref)
+            except RayActorError:
+                if k >= len(idle):
+                    raise
+                actors[k] = cls.options(**opts).remote(secret_env)  # a pooled actor died while idle
+                ray.get(actors[k].setup.remote(worker))
+    except BaseException:
+        for a in actors:
+            ray.kill(a)
+        raise
+    return actors
 
 
 def run_shards(out_dir: Path, shards: list[list[dict] | RowSlice], worker: ShardWorker, *, replicas: int = 1,
@@ -162,8 +230,9 @@ def run_shards(out_dir: Path, shards: list[list[dict] | RowSlice], worker: Shard
         secret_env = runtime_env.pop(SECRET_ENV, {})
         if runtime_env:
             opts["runtime_env"] = runtime_env
-        actor_cls = _actor_class()
-        actors = [actor_cls.options(**opts).remote(worker, secret_env) for _ in range(min(replicas, len(pending)))]
+        pooled = not (runtime_env or secret_env or os.environ.get("RAY_ADDRESS"))
+        key = tuple(sorted(opts.items())) if pooled else None
+        actors = _start_actors(key, min(replicas, len(pending)), opts, secret_env, worker)
         queue = list(pending)
         in_flight = {}
         dest = {i: store_location(shard_path(out_dir, i)) for i in pending}  # None: the driver writes
@@ -194,10 +263,17 @@ def run_shards(out_dir: Path, shards: list[list[dict] | RowSlice], worker: Shard
                 if queue:
                     j = queue.pop(0)
                     in_flight[actor.run.remote(j, shards[j], dest[j])] = actor
+        except BaseException:
+            for a in actors:  # a failed or killed shard: no actor of this call is reused
+                ray.kill(a)
+            raise
         finally:
             bar.close()
+        if key is None:
             for a in actors:
                 ray.kill(a)
+        else:
+            _POOL["actors"][key] = actors
     info["backend"] = stats.__dict__
     return info
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from sumpref.backends import make_backend
+from sumpref.backends import loaded_backend
 from sumpref.backends.base import BackendStats, SamplingParams, raise_if_transient
 from sumpref.config import BackendConfig
 from sumpref.prompts import SUMMARY_PROMPT, summary_messages
@@ -27,8 +27,7 @@ class Summarizer:
 
     def load(self) -> None:
         kwargs = {"num_threads": max(1, int(self.backend_cfg.num_cpus))} if self.backend_cfg.backend == "transformers" else {}
-        self.backend = make_backend(self.backend_cfg, **kwargs)
-        self.backend.load()
+        self.backend = loaded_backend(self.backend_cfg, **kwargs)
 
     def run(self, rows: list[dict]) -> tuple[list[dict], BackendStats]:
         # The seed depends on the shard's content only, so a resumed run samples the same text.

@@ -24,4 +24,31 @@ def make_backend(cfg: BackendConfig, **kwargs) -> Backend:
     return getattr(importlib.import_module(module), cls)(cfg, **kwargs)
 
 
-__all__ = ["BACKENDS", "FAILURES", "Backend", "BackendStats", "Generation", "SamplingParams", "make_backend"]
+_LOADED: dict[str, Backend] = {}  # this process's loaded transformers backend (at most one)
+
+
+def loaded_backend(cfg: BackendConfig, **kwargs) -> Backend:
+    """A loaded backend for `cfg`: what shard workers call in `load()`.
+
+    A pooled shard actor (`sumpref.raygen`) runs the workers of several stages one after another:
+    sampling from a model and its greedy evaluation load the weights once. Only the transformers
+    backend is kept (its weights are the expensive part); one at a time, so another config frees
+    the previous model first. vLLM engines (one per actor, never pooled) and HTTP clients (a key
+    read at load) are built fresh each time.
+    """
+    if cfg.backend != "transformers":
+        backend = make_backend(cfg, **kwargs)
+        backend.load()
+        return backend
+    key = cfg.model_dump_json() + repr(sorted(kwargs.items()))
+    if key not in _LOADED:
+        _LOADED.clear()  # free the previous model before loading the next
+        backend = make_backend(cfg, **kwargs)
+        backend.load()
+        _LOADED[key] = backend
+    backend = _LOADED[key]
+    backend.stats = BackendStats()
+    return backend
+
+
+__all__ = ["BACKENDS", "FAILURES", "Backend", "BackendStats", "Generation", "SamplingParams", "loaded_backend", "make_backend"]

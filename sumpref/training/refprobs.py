@@ -81,6 +81,9 @@ def _score_with_ray(rows, model_path, max_length, pairs_per_batch, dtype, num_re
 
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, log_to_driver=False)
+    from sumpref.raygen import release_idle_actors
+
+    release_idle_actors()  # idle shard actors would hold the resources the scorers need
 
     @ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=1)
     class RefScorer:

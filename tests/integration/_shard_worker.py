@@ -21,3 +21,10 @@ class Doubler:
 
         time.sleep(self.delay_s)  # slow enough for a kill to land between shards
         return [{"x": r["x"], "y": 2 * r["x"], "code": os.path.dirname(sumpref.__file__)} for r in rows], BackendStats()
+
+
+class Failing(Doubler):
+    """Every shard fails (for the actor pool's failure test)."""
+
+    def run(self, rows: list[dict]) -> tuple[list[dict], BackendStats]:
+        raise RuntimeError("shard failed on purpose")

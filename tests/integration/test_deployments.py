@@ -59,7 +59,7 @@ import json, sys
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 from prefect.deployments import run_deployment
-run = run_deployment(sys.argv[1], parameters=json.loads(sys.argv[2]), timeout=1800)
+run = run_deployment(sys.argv[1], parameters=json.loads(sys.argv[2]), timeout=1800, poll_interval=1)
 with get_client(sync_client=True) as c:
     tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [run.id]}))
 print(json.dumps({"id": str(run.id), "state": run.state.name,
@@ -134,7 +134,7 @@ with get_client(sync_client=True) as c:
         fr = c.read_flow_run({first["id"]!r})
         if fr.state and fr.state.is_final() and fr.run_count > 1:
             break
-        time.sleep(3)
+        time.sleep(1)
     tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id={{"any_": [fr.id]}}))
     print(json.dumps({{"state": fr.state.name, "tasks": [[t.name.rsplit("-", 1)[0], t.state.name] for t in tasks]}}))
 """)
