@@ -129,12 +129,11 @@ def _actor_class():
             self.worker: ShardWorker | None = None
             self.tables: dict = {}  # upstream files read for `RowSlice` inputs
 
-        def setup(self, worker: ShardWorker) -> int:
-            """Load `worker` (a pooled actor gets the next stage's worker here; returns the pid)."""
+        def setup(self, worker: ShardWorker) -> None:
+            """Load `worker` (a pooled actor gets the next stage's worker here)."""
             self.worker, self.tables = None, {}  # drop the previous stage's worker (and its model) first
             worker.load()
             self.worker = worker
-            return os.getpid()
 
         def run(self, i: int, shard: list[dict] | RowSlice, dest: str | None):
             """Run one shard; write it to `dest` (a store URI) and return no rows, or return the rows."""
@@ -170,12 +169,12 @@ def release_idle_actors(keep: tuple | None = None) -> None:
     """Kill the idle pooled shard actors (all, or all but those of shape `keep`)."""
     import ray
 
-    pool = _POOL["actors"] if _POOL["cluster"] == _cluster_id() else {}
-    for key in [k for k in pool if k != keep]:
-        for a in pool.pop(key):
+    cluster = _cluster_id()
+    if _POOL["cluster"] != cluster:  # handles of an earlier Ray session went with it
+        _POOL.update(cluster=cluster, actors={})
+    for key in [k for k in _POOL["actors"] if k != keep]:
+        for a in _POOL["actors"].pop(key):
             ray.kill(a)
-    if _POOL["cluster"] != _cluster_id():
-        _POOL.update(cluster=_cluster_id(), actors={})
 
 
 def _start_actors(key: tuple | None, n: int, opts: dict, secret_env: dict, worker: ShardWorker) -> list:

@@ -28,10 +28,11 @@ def worker_pids(out) -> set[int]:
 def local_ray():
     import ray
 
-    os.environ.pop("RAY_ADDRESS", None)
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield ray
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("RAY_ADDRESS", raising=False)  # pooling is for the local Ray this driver starts
+        ray.init(num_cpus=2, include_dashboard=False)
+        yield ray
+        ray.shutdown()
 
 
 def test_next_stage_runs_in_the_same_actors_and_a_dead_idle_actor_is_replaced(local_ray, tmp_path):
