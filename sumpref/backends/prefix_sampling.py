@@ -26,9 +26,11 @@ caches).
 
 Private transformers internals, pinned: the shared path subclasses `cache_utils.DynamicLayer`,
 replaces `cache.layers`, reads `AttentionInterface._global_mapping` and sets each config's
-`_attn_implementation`. It was tested with transformers 5.17.0 and 5.24.0 (`TESTED_TRANSFORMERS`;
-`benchmarks/RESULTS.md`, tests/integration/test_prefix_sampling.py). Outside 5.17.0 - 5.24.x
-`tested_transformers()` warns once and the sampler uses `mode="expand"` (public cache API only).
+`_attn_implementation`. It was tested with transformers 5.17.0 and 5.24.0 on GPU
+(`benchmarks/RESULTS.md`) and with 5.25.0 on CPU by tests/integration/test_prefix_sampling.py, which
+runs the shared path on whatever transformers is installed: that test is how a new version joins
+`TESTED_TRANSFORMERS`. Outside 5.17.0 - 5.25.x `tested_transformers()` warns once and the sampler
+uses `mode="expand"` (public cache API only).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import warnings
 from typing import Any, Sequence
 
 ATTN_NAME = "sumpref_shared_prefix"
-TESTED_TRANSFORMERS = ("5.17.0", "5.24.0")  # oldest and newest transformers the shared path was tested with
+TESTED_TRANSFORMERS = ("5.17.0", "5.25.0")  # oldest and newest transformers the shared path was tested with
 _ACTIVE: contextvars.ContextVar[Any] = contextvars.ContextVar("sumpref_shared_prefix_cache", default=None)
 
 

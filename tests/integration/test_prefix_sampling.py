@@ -1,6 +1,9 @@
 """Shared-prefix sampling with the embedded SmolLM2 on CPU: greedy equals `generate` exactly, and
 seeded sampling draws the very tokens `generate` draws on duplicated rows (same distribution,
-same random stream)."""
+same random stream).
+
+The shared path runs here on whatever transformers is installed, inside `TESTED_TRANSFORMERS` or
+not (`shared_path` records that it did): this is the test that admits a new version there."""
 
 from __future__ import annotations
 
@@ -20,6 +23,18 @@ def model_tok():
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     return model, tok
+
+
+@pytest.fixture
+def shared_path(monkeypatch):
+    """Take the shared path even outside `TESTED_TRANSFORMERS`; the modes `_sample_group` ran with."""
+    from sumpref.backends import prefix_sampling as ps
+
+    modes = []
+    real = ps._sample_group
+    monkeypatch.setattr(ps, "tested_transformers", lambda version=None: True)
+    monkeypatch.setattr(ps, "_sample_group", lambda *a: modes.append(a[4]) or real(*a))
+    return modes
 
 
 def _prompts(tok):
@@ -46,7 +61,7 @@ def _generate(model, prompt, rows, new, **kw):
     return out[:, len(prompt):].tolist()
 
 
-def test_greedy_equals_generate(model_tok):
+def test_greedy_equals_generate(model_tok, shared_path):
     from sumpref.backends.prefix_sampling import _eos_ids, _finish, sample_shared_prefix, supports_shared_prefix
 
     model, tok = model_tok
@@ -57,11 +72,12 @@ def test_greedy_equals_generate(model_tok):
     for p, rows in zip(prompts, got):
         ref = _finish(_generate(model, p, 1, 16, do_sample=False)[0], eos, 0)
         assert rows == [ref, ref]
+    assert set(shared_path) == {"shared"}
     expand = sample_shared_prefix(model, tok, prompts, 2, 0.0, 1.0, 16, seed=0, mode="expand")
-    assert expand == got
+    assert expand == got and shared_path[-1] == "expand"
 
 
-def test_seeded_sampling_matches_generate_on_duplicated_rows(model_tok):
+def test_seeded_sampling_matches_generate_on_duplicated_rows(model_tok, shared_path):
     import torch
 
     from sumpref.backends.prefix_sampling import _eos_ids, _finish, sample_shared_prefix
@@ -69,6 +85,7 @@ def test_seeded_sampling_matches_generate_on_duplicated_rows(model_tok):
     model, tok = model_tok
     p = _prompts(tok)[0]
     got = sample_shared_prefix(model, tok, [p], 4, 0.8, 0.95, 12, seed=11)[0]
+    assert shared_path == ["shared"]
     torch.manual_seed(11)
     ref = _generate(model, p, 4, 12, do_sample=True, temperature=0.8, top_p=0.95, top_k=0)
     eos = _eos_ids(model)
