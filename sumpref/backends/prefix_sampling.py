@@ -26,7 +26,7 @@ caches).
 
 Private transformers internals, pinned: the shared path subclasses `cache_utils.DynamicLayer`,
 replaces `cache.layers`, reads `AttentionInterface._global_mapping` and sets each config's
-`_attn_implementation`. It was tested with transformers 5.17.0 and 5.24.0 on GPU
+`_attn_implementation`. It was tested with transformers 5.17.0, 5.24.0 and 5.25.0 on GPU
 (`benchmarks/RESULTS.md`) and with 5.25.0 on CPU by tests/integration/test_prefix_sampling.py, which
 runs the shared path on whatever transformers is installed: that test is how a new version joins
 `TESTED_TRANSFORMERS`. Outside 5.17.0 - 5.25.x `tested_transformers()` warns once and the sampler
