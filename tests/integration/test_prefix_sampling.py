@@ -32,8 +32,13 @@ def shared_path(monkeypatch):
 
     modes = []
     real = ps._sample_group
+
+    def spy(model, prompts, n, gen_kw, mode, micro_batch):
+        modes.append(mode)
+        return real(model, prompts, n, gen_kw, mode, micro_batch)
+
     monkeypatch.setattr(ps, "tested_transformers", lambda version=None: True)
-    monkeypatch.setattr(ps, "_sample_group", lambda *a: modes.append(a[4]) or real(*a))
+    monkeypatch.setattr(ps, "_sample_group", spy)
     return modes
 
 
