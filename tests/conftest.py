@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Under pytest-xdist each worker starts its own local Ray clusters: a Ray temp folder per worker keeps
+# their sessions (and the address file `ray start` leaves there) apart. Short: Ray's socket paths
+# must fit 107 bytes.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("RAY_TMPDIR", os.path.join(tempfile.gettempdir(), f"ray-{os.environ['PYTEST_XDIST_WORKER']}"))

@@ -8,6 +8,10 @@
 - Each module leaves no Ray behind (`ray_per_module`): a module that runs work on Ray starts
   local Ray itself (`sumpref.raygen.ensure_ray`), so its workers inherit the environment the
   module set up (an S3 server's credentials, a Ray temp folder that the secrets test searches).
+- `make test` runs modules on two pytest-xdist workers (`--dist loadfile`: a module's tests, and
+  its module fixtures, stay in one worker). Modules are handed out in collection order, so the
+  order below is: own-Prefect modules first (each worker runs them before it starts a shared
+  server), then the longest modules (`LONGEST_FIRST`, measured), so both workers end together.
 """
 
 from __future__ import annotations
@@ -21,9 +25,35 @@ import pytest
 OWN_PREFECT = ("test_fresh_prefect_home.py", "test_s3_pipeline.py", "test_secrets.py")
 
 
+# The longest modules, longest first (one full run's durations on 2 cores, benchmarks/RESULTS.md).
+# Handed out first, they leave the short modules to fill both workers' ends.
+LONGEST_FIRST = ("test_deployments.py", "test_kill_every_stage.py", "test_pipeline_flow.py", "test_vllm_pipeline.py",
+                 "test_multinode.py", "test_ray_train.py", "test_resume_after_kill.py", "test_vllm_ray.py",
+                 "test_packing.py", "test_vllm_server.py", "test_store_training.py", "test_evaluate_flow.py",
+                 "test_store_shards.py", "test_openai_backend.py")
+
+_shared_server_started = False
+
+
+def _rank(item) -> tuple[int, int]:
+    name = item.path.name
+    if name in OWN_PREFECT:
+        return (0, OWN_PREFECT.index(name))
+    if name in LONGEST_FIRST:
+        return (1, LONGEST_FIRST.index(name))
+    return (2, 0)  # the rest in collection order (sorted() is stable)
+
+
 def pytest_collection_modifyitems(config, items):
-    own = [it for it in items if it.path.name in OWN_PREFECT]
-    items[:] = own + [it for it in items if it.path.name not in OWN_PREFECT]
+    items[:] = sorted(items, key=_rank)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_prefect_before_the_shared_server(request):
+    if request.path.name in OWN_PREFECT and _shared_server_started:
+        pytest.fail(f"{request.path.name} starts its own Prefect server and must run before the shared "
+                    "`prefect_api` server starts in this process (see OWN_PREFECT)")
+    yield
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +61,8 @@ def prefect_api():
     """One Prefect test server for every in-process flow test of the session (started on first use)."""
     from prefect.testing.utilities import prefect_test_harness
 
+    global _shared_server_started
+    _shared_server_started = True
     with prefect_test_harness(server_startup_timeout=180):
         yield
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration._procs import kill_session
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,25 +56,13 @@ def run(root: Path, kill_at: str | None = None) -> dict | None:
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(root)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     out, _ = proc.communicate(timeout=900)
-    leftovers(proc.pid)
+    kill_session(proc.pid)
     if kill_at:
         assert proc.returncode == -signal.SIGKILL, f"not killed at {kill_at}: {out[-3000:]}"
         assert f"SIGKILL at {kill_at}" in out
         return None
     assert proc.returncode == 0, out[-3000:]
     return json.loads(next(x for x in out.splitlines() if x.startswith("REFS ")).split(" ", 1)[1])
-
-
-def leftovers(sid: int) -> None:
-    """SIGKILL any process still in the killed run's session (Ray processes that left its group)."""
-    ps = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout.split("\n")
-    for line in ps:
-        parts = line.split()
-        if len(parts) == 2 and int(parts[1]) == sid and int(parts[0]) != os.getpid():
-            try:
-                os.kill(int(parts[0]), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def stage_dir(root: Path, stage: str) -> Path:

@@ -6,7 +6,6 @@ uninterrupted run's."""
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.integration._procs import kill_session
 
 pytestmark = pytest.mark.integration
 
@@ -55,13 +56,7 @@ class Node:
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self) -> None:
-        for line in subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout.splitlines():
-            pid, sid = (int(x) for x in line.split())
-            if sid == self.proc.pid:  # the raylet, its workers and agents left the group but not the session
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        kill_session(self.proc.pid)  # the raylet, its workers and agents left the group but not the session
         self.proc.wait(timeout=60)
 
 

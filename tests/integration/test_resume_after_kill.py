@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration._procs import kill_session
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +49,7 @@ def run_pipeline(root: Path, kill_after_shards: int | None = None) -> dict | Non
         time.sleep(0.2)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+    kill_session(proc.pid)  # its Ray processes that left the group; not other tests' clusters (`ray stop` would)
     return None
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from sumpref import storage
 from tests.s3_store import new_bucket, s3_server
+from tests.integration._procs import kill_session
 
 pytestmark = pytest.mark.integration
 
@@ -38,24 +39,13 @@ print("REF " + json.dumps(run_stage(sys.argv[1], "demo", {"n": len(shards)}, [],
 """ % N_SHARDS
 
 
-def leftovers(sid: int) -> None:
-    """SIGKILL what is left of a killed run's session (Ray processes that left its process group)."""
-    for line in subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout.splitlines():
-        pid, s = (int(x) for x in line.split())
-        if s == sid and pid != os.getpid():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 def run(root: str, cache: Path, **env_extra: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SUMPREF_KILL_AT")}
     env.update(PYTHONPATH=str(ROOT), SUMPREF_ARTIFACT_CACHE=str(cache), **env_extra)
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, root], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     out, _ = proc.communicate(timeout=600)
-    leftovers(proc.pid)
+    kill_session(proc.pid)
     return proc.returncode, out
 
 
