@@ -53,11 +53,10 @@ worker-env: $(WORKER_VENV)/.installed
 demo: setup
 	$(BIN)/python -m flows.full_pipeline --config configs/demo.yaml
 
-# Test modules run on TEST_WORKERS pytest-xdist workers, a module's tests in one worker, in the order
-# tests/integration/conftest.py sets (own-Prefect modules, then the longest first).
+# Test modules run on TEST_WORKERS pytest-xdist workers (how they are spread: pyproject.toml's addopts).
 TEST_WORKERS ?= 2
 test: setup worker-env browser
-	$(BIN)/python -m pytest tests -m "not gpu" -q --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest tests -m "not gpu" -q --durations=15 -n $(TEST_WORKERS)
 
 # Headless Chromium for the UI check in tests/integration (Debian's package).
 browser:

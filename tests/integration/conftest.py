@@ -8,10 +8,11 @@
 - Each module leaves no Ray behind (`ray_per_module`): a module that runs work on Ray starts
   local Ray itself (`sumpref.raygen.ensure_ray`), so its workers inherit the environment the
   module set up (an S3 server's credentials, a Ray temp folder that the secrets test searches).
-- `make test` runs modules on two pytest-xdist workers (`--dist loadfile`: a module's tests, and
-  its module fixtures, stay in one worker). Modules are handed out in collection order, so the
-  order below is: own-Prefect modules first (each worker runs them before it starts a shared
-  server), then the longest modules (`LONGEST_FIRST`, measured), so both workers end together.
+- `make test` runs modules on two pytest-xdist workers (`--dist loadfile` in pyproject.toml: a
+  module's tests, and its module fixtures, stay in one worker). Modules are handed out in
+  collection order, so the order below is: own-Prefect modules first (each worker runs them
+  before it starts a shared server), then the longest modules (`LONGEST_FIRST`, measured), so both
+  workers end together.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 OWN_PREFECT = ("test_fresh_prefect_home.py", "test_s3_pipeline.py", "test_secrets.py")
 
 
-# The longest modules, longest first (one full run's durations on 2 cores, benchmarks/RESULTS.md).
+# The longest modules, longest first (pytest --durations of one full run on 2 cores, 2026-12-06).
 # Handed out first, they leave the short modules to fill both workers' ends.
 LONGEST_FIRST = ("test_deployments.py", "test_kill_every_stage.py", "test_pipeline_flow.py", "test_vllm_pipeline.py",
                  "test_multinode.py", "test_ray_train.py", "test_resume_after_kill.py", "test_vllm_ray.py",

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from sumpref import storage
-from tests.s3_store import new_bucket, s3_server
 from tests.integration._procs import kill_session
+from tests.s3_store import new_bucket, s3_server
 
 pytestmark = pytest.mark.integration
 
