@@ -19,12 +19,14 @@ from sumpref import compare
 from sumpref.artifacts import ArtifactRef
 from sumpref.evalflow_config import EvalFlowConfig, EvalModel
 from sumpref.evaluate import PAIRED_METRICS
+from tasks.retry import retry_can_help
 from tasks.secrets import export_backend_secret
 
-_RETRY = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5)
+_RETRY = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5,
+              retry_condition_fn=retry_can_help)
 
 
-@task(name="eval-articles", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+@task(name="eval-articles", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, retry_condition_fn=retry_can_help)
 def eval_articles(cfg: EvalFlowConfig) -> ArtifactRef:
     return compare.articles_stage(cfg)
 

@@ -23,9 +23,10 @@ from sumpref.artifacts import ArtifactRef
 from sumpref.cachekey import StageSpec
 from sumpref.config import BackendConfig, JudgeConfig, RunConfig
 
+from tasks.retry import retry_can_help
 from tasks.secrets import export_backend_secret
 
-_STAGE = dict(cache_policy=NO_CACHE)
+_STAGE = dict(cache_policy=NO_CACHE, retry_condition_fn=retry_can_help)
 _GENERATION = dict(_STAGE, retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5)
 
 

@@ -63,7 +63,7 @@ run = run_deployment(sys.argv[1], parameters=json.loads(sys.argv[2]), timeout=18
 with get_client(sync_client=True) as c:
     tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [run.id]}))
 print(json.dumps({"id": str(run.id), "state": run.state.name,
-                  "tasks": [[t.name.rsplit("-", 1)[0], t.state.name if t.state else None] for t in tasks]}))
+                  "tasks": [[t.name.rsplit("-", 1)[0], t.state.name if t.state else None, t.run_count] for t in tasks]}))
 """
 
 
@@ -72,7 +72,7 @@ def trigger(env: dict, name: str, params: dict) -> dict:
 
 
 def tasks_in(run: dict, state: str) -> set[str]:
-    return {name for name, s in run["tasks"] if s == state}
+    return {name for name, s, *_ in run["tasks"] if s == state}
 
 
 def nightly_params(root: Path, day: str, **dpo) -> dict:
@@ -118,6 +118,8 @@ def test_failed_pipeline_run_retried_through_the_api_reuses_finished_tasks(prefe
     assert first["state"] == "Failed", first
     assert set(STAGE_TASKS) <= tasks_in(first, "Completed")
     assert "train-dpo" in tasks_in(first, "Failed")
+    # A path of the wrong kind is not retried after the task's 30 s delay: no rerun could change it.
+    assert [runs for name, _, runs in first["tasks"] if name == "train-dpo"] == [1], first["tasks"]
 
     (root / "dpo").unlink()
     env = prefect_stack["env"]
