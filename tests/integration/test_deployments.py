@@ -189,9 +189,10 @@ def test_ui_shows_the_deployments_and_the_rounds_artifact(prefect_stack, night1,
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     pages = {"deployments": f"{ui}/v2/deployments", "flow-run": f"{ui}/v2/runs/flow-run/{night1['id']}?tab=Artifacts"}
     dom = {}
-    for name, url in pages.items():
-        dom[name] = chromium(url, "--dump-dom", tmp=tmp_path / f"profile-{name}")
-        chromium(url, "--window-size=1400,1000", f"--screenshot={SCREENSHOTS / f'{name}.png'}", tmp=tmp_path / f"shot-{name}")
+    for name, url in pages.items():  # one browser run per page: the rendered DOM and a screenshot
+        (SCREENSHOTS / f"{name}.png").unlink(missing_ok=True)
+        dom[name] = chromium(url, "--dump-dom", "--window-size=1400,1000", f"--screenshot={SCREENSHOTS / f'{name}.png'}",
+                             tmp=tmp_path / f"profile-{name}")
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
     assert "pipeline" in dom["deployments"] and "nightly" in dom["deployments"]
     assert "sumpref-rounds" in dom["flow-run"] and "sumpref rounds: it" in dom["flow-run"]  # key and title
