@@ -30,8 +30,8 @@ def stack_env(home: Path, port: int) -> dict[str, str]:
     # The worker asks the local server for scheduled runs every 2 s (Prefect's default is 10 s): a run
     # started from the UI or the API starts at once. Its flow runs share this machine's cores (the
     # nightly run beside one started from the UI): OpenMP threads that wait sleep instead of spinning
-    # on a core another run computes on (measured: two tiny pipelines at once took 46 s, not 116 s). An explicit
-    # setting in the environment wins.
+    # on a core another run computes on (two tiny pipelines at once: 53 s instead of 98 s,
+    # benchmarks/concurrent_runs.py). An explicit setting in the environment wins.
     return {"PREFECT_WORKER_QUERY_SECONDS": "2", "OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PREFECT_HOME": str(home),
             "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "SUMPREF_PROJECT_DIR": str(PROJECT),

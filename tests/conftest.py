@@ -31,9 +31,9 @@ def pytest_collection_modifyitems(config, items):
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # OpenMP threads that wait spin by default (GNU OpenMP, torch's CPU build). With two pytest-xdist
 # workers on two cores, each running torch in its processes, the spinning burns the core the other
-# worker computes on: two tiny pipelines at once took 230 core-seconds instead of 90 (training
-# 7x slower). Waiting threads that sleep cost nothing measurable alone. Set before anything loads
-# OpenMP; subprocesses and Ray workers inherit it.
+# worker computes on: two tiny pipelines at once took 192 busy core-seconds instead of 102, their
+# training 5x slower (benchmarks/concurrent_runs.py, benchmarks/RESULTS.md). Set before anything
+# loads OpenMP; subprocesses and Ray workers inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Under pytest-xdist each worker starts its own local Ray clusters: a Ray temp folder per worker keeps
 # their sessions (and the address file `ray start` leaves there) apart. Short: Ray's socket paths
