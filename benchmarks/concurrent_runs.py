@@ -30,21 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = """
 import json, sys, time
 from pathlib import Path
-from tests.integration._pipeline_config import tiny_config
-from sumpref import stages
+from tests.integration._pipeline_config import run_stages, tiny_config
 t0, marks = time.perf_counter(), {}
-def mark(stage):
-    marks[stage] = round(time.perf_counter() - t0, 1)
 cfg = tiny_config(Path(sys.argv[1]), dpo={"max_steps": int(sys.argv[2]), "save_steps": 2})
-a = stages.load_stage(cfg); mark("articles")
-q = stages.questions_stage(cfg, a, cfg.judge); mark("questions")
-s = stages.sample_stage(cfg, a, q, cfg.policy); mark("samples")
-j = stages.judge_stage(cfg, q, s, cfg.judge); mark("judged")
-p = stages.pairs_stage(cfg, j); mark("pairs")
-r = stages.refprobs_stage(cfg, p, cfg.policy.model); mark("refprobs")
-d = stages.train_stage(cfg, p, cfg.policy.model, r); mark("dpo")
-tuned = cfg.policy.model_copy(update={"adapter": d.child("adapter")})
-stages.eval_stage(cfg, a, q, tuned, [d], {"articles": a, "samples": s, "judged": j, "pairs": p}); mark("eval")
+run_stages(cfg, after=lambda stage: marks.update({stage: round(time.perf_counter() - t0, 1)}))
 print("MARKS " + json.dumps(marks))
 """
 

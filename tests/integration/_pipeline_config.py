@@ -29,3 +29,35 @@ def tiny_config(root: Path, iterations: int = 1, **sections) -> RunConfig:
     for section, values in sections.items():
         data[section] = {**data.get(section, {}), **values}
     return config_from_dict(data)
+
+
+
+def run_stages(cfg: RunConfig, through: str = "eval", after=None) -> dict:
+    """The pipeline's stages in order, without Prefect, up to and including `through`; returns each
+    stage's `ArtifactRef` by name, and calls `after(stage)` as each one ends. What the kill tests and
+    benchmarks/concurrent_runs.py run in a process of their own."""
+    from sumpref import stages
+
+    def evaluate(r: dict):
+        tuned = cfg.policy.model_copy(update={"adapter": r["dpo"].child("adapter")})
+        upstream = {k: r[k] for k in ("articles", "samples", "judged", "pairs")}
+        return stages.eval_stage(cfg, r["articles"], r["questions"], tuned, [r["dpo"]], upstream)
+
+    steps = {
+        "articles": lambda r: stages.load_stage(cfg),
+        "questions": lambda r: stages.questions_stage(cfg, r["articles"], cfg.judge),
+        "samples": lambda r: stages.sample_stage(cfg, r["articles"], r["questions"], cfg.policy),
+        "judged": lambda r: stages.judge_stage(cfg, r["questions"], r["samples"], cfg.judge),
+        "pairs": lambda r: stages.pairs_stage(cfg, r["judged"]),
+        "refprobs": lambda r: stages.refprobs_stage(cfg, r["pairs"], cfg.policy.model),
+        "dpo": lambda r: stages.train_stage(cfg, r["pairs"], cfg.policy.model, r["refprobs"]),
+        "eval": evaluate,
+    }
+    refs: dict = {}
+    for stage, step in steps.items():
+        refs[stage] = step(refs)
+        if after is not None:
+            after(stage)
+        if stage == through:
+            break
+    return refs

@@ -25,20 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, sys
 from pathlib import Path
-from tests.integration._pipeline_config import tiny_config
-from sumpref import stages
+from tests.integration._pipeline_config import run_stages, tiny_config
 cfg = tiny_config(Path(sys.argv[1]), data={"num_articles": 10, "eval_fraction": 0.2}, sampling={"shard_size": 2},
                   dpo={"trainer": "packed", "max_steps": 4, "save_steps": 2, "logging_steps": 1})
-a = stages.load_stage(cfg)
-q = stages.questions_stage(cfg, a, cfg.judge)
-s = stages.sample_stage(cfg, a, q, cfg.policy)
-j = stages.judge_stage(cfg, q, s, cfg.judge)
-p = stages.pairs_stage(cfg, j)
-r = stages.refprobs_stage(cfg, p, cfg.policy.model)
-d = stages.train_stage(cfg, p, cfg.policy.model, r)
-tuned = cfg.policy.model_copy(update={"adapter": d.child("adapter")})
-e = stages.eval_stage(cfg, a, q, tuned, [d], {"articles": a, "samples": s, "judged": j, "pairs": p})
-print("REFS " + json.dumps({x.stage: x.uri for x in (a, q, s, j, p, r, d, e)}))
+print("REFS " + json.dumps({stage: ref.uri for stage, ref in run_stages(cfg).items()}))
 """
 
 # (stage folder, kill point): mid-stage where the stage writes several files, else after its data

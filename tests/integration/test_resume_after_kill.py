@@ -20,15 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, sys
 from pathlib import Path
-from tests.integration._pipeline_config import tiny_config
-from sumpref import stages
+from tests.integration._pipeline_config import run_stages, tiny_config
 cfg = tiny_config(Path(sys.argv[1]), data={"num_articles": 8, "eval_fraction": 0.125}, sampling={"shard_size": 1})
-a = stages.load_stage(cfg)
-q = stages.questions_stage(cfg, a, cfg.judge)
-s = stages.sample_stage(cfg, a, q, cfg.policy)
-j = stages.judge_stage(cfg, q, s, cfg.judge)
-p = stages.pairs_stage(cfg, j)
-print("FINGERPRINTS " + json.dumps({r.stage: r.fingerprint for r in (a, q, s, j, p)}))
+refs = run_stages(cfg, through="pairs")
+print("FINGERPRINTS " + json.dumps({stage: ref.fingerprint for stage, ref in refs.items()}))
 """
 
 
