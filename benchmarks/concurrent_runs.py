@@ -3,8 +3,9 @@
     python benchmarks/concurrent_runs.py [--runs 2] [--policies unset,PASSIVE] [--max-steps 4] [--out results.json]
 
 Each run is the tests' tiny pipeline (`tests/integration/_pipeline_config.py`: 10 articles, the
-embedded model, every stage from articles to evaluation, our packed trainer; 4 DPO steps with a
-checkpoint every 2, as in tests/integration/test_kill_every_stage.py) in its own process
+embedded model, every stage from articles to evaluation, our packed trainer; two sampling actors
+as the tests had when the results were recorded; 4 DPO steps with a checkpoint every 2, as in
+tests/integration/test_kill_and_resume.py) in its own process
 with its own local Ray and artifact root, as two pytest-xdist workers or two flow runs of one
 Prefect worker run them. For each `OMP_WAIT_POLICY` (`unset`: GNU OpenMP's default, threads spin a
 while before they sleep) the runs start together; printed: the wall time until the last one ends,
@@ -32,7 +33,7 @@ import json, sys, time
 from pathlib import Path
 from tests.integration._pipeline_config import run_stages, tiny_config
 t0, marks = time.perf_counter(), {}
-cfg = tiny_config(Path(sys.argv[1]), dpo={"max_steps": int(sys.argv[2]), "save_steps": 2})
+cfg = tiny_config(Path(sys.argv[1]), policy={"replicas": 2}, dpo={"max_steps": int(sys.argv[2]), "save_steps": 2})
 run_stages(cfg, after=lambda stage: marks.update({stage: round(time.perf_counter() - t0, 1)}))
 print("MARKS " + json.dumps(marks))
 """

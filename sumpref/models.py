@@ -60,16 +60,19 @@ def resolve_model(spec: str) -> str:
         return str(target)
     gguf = _gguf_path(name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        _convert_gguf(gguf, tmp)
+    from filelock import FileLock
+
+    # One conversion per machine: the processes of a first run (the driver, its Ray actors, other
+    # runs) that ask at once wait for the first one instead of each spending its ~25 CPU-seconds.
+    with FileLock(str(target.parent / f".{name}.lock")):
+        if (target / "config.json").exists():
+            return str(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
         try:
-            os.replace(tmp, target)  # atomic: a concurrent converter may have won; both are equal
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            _convert_gguf(gguf, tmp)
+            os.replace(tmp, target)  # atomic: a killed conversion leaves only its temporary folder
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
 
 

@@ -16,8 +16,11 @@ def tiny_config(root: Path, iterations: int = 1, **sections) -> RunConfig:
         "name": "it",
         "iterations": iterations,
         "root": str(root),
-        # Two one-CPU actors: generation is memory-bound on one thread, so two use both cores.
-        "policy": {"batch_size": 12, "num_cpus": 1, "replicas": 2},
+        # One one-CPU actor: the tests run on two pytest-xdist workers, so the other core is busy with
+        # the other worker's tests, and a second actor would only add its start-up (a Ray worker
+        # process, torch, the model: 17 of a run's 109 busy core-seconds). The tests about several
+        # actors (test_actor_pool, test_multinode, test_store_shards, the resume test) ask for two.
+        "policy": {"batch_size": 12, "num_cpus": 1, "replicas": 1},
         "judge": {"kind": "cloze"},
         "data": {"source": str(SHARED / "cnndm_cliff.jsonl"), "num_articles": 10, "eval_fraction": 0.2,
                  "max_article_tokens": 96},

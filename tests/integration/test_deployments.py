@@ -111,7 +111,7 @@ def test_failed_pipeline_run_retried_through_the_api_reuses_finished_tasks(prefe
     cfg = load_config(ROOT / "configs" / "demo.yaml", [
         f"root={root}", "data.num_articles=8", "data.max_article_tokens=96", "sampling.n=3", "sampling.max_new_tokens=16",
         "sampling.shard_size=4", "dpo.trainer=packed", "dpo.max_steps=1", "dpo.max_length=192", "eval.max_new_tokens=16",
-        "eval.bootstrap_samples=50", "policy.num_cpus=1", "policy.replicas=2"])
+        "eval.bootstrap_samples=50", "policy.num_cpus=1", "policy.replicas=1"])
     root.mkdir(parents=True)
     (root / "dpo").write_text("a file where the training stage's folder goes: training cannot write")
     first = trigger(prefect_stack["env"], "sumpref-full-pipeline/pipeline", {"config": cfg.model_dump(mode="json")})

@@ -10,25 +10,14 @@ from sumpref import storage
 from sumpref.artifacts import SUCCESS, read_table
 from tests.integration._flow_states import task_states
 from tests.integration._pipeline_config import tiny_config
-from tests.s3_store import new_bucket, s3_server
+from tests.s3_store import new_bucket
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
 
 STAGES = ("articles", "questions", "samples", "judged", "pairs", "dpo", "eval")
 
 
-@pytest.fixture(scope="module")
-def s3_and_prefect():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with s3_server() as env, prefect_test_harness(server_startup_timeout=120):
-        yield env
-    import ray
-
-    ray.shutdown()
-
-
-def test_demo_flow_on_s3_then_cached_rerun(s3_and_prefect, tmp_path, monkeypatch):
+def test_demo_flow_on_s3_then_cached_rerun(s3, tmp_path, monkeypatch):
     from prefect.filesystems import RemoteFileSystem
 
     from flows.full_pipeline import full_pipeline

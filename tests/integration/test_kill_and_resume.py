@@ -1,0 +1,159 @@
+"""SIGKILL the pipeline and rerun it; the rerun ends with the artifacts of an uninterrupted run of
+the same config and seed (`clean`, one run that both tests compare against).
+
+- Inside every stage (load, questions, sampling, judging, pairs, reference log-probs, training,
+  evaluation), one after the other on the same artifact root; training resumes from its
+  checkpoint. The kill point is chosen by `$SUMPREF_KILL_AT` (`sumpref.faults`): the library
+  SIGKILLs its own process group there (the driver and the local Ray processes it started), a real
+  kill -9 at a moment that a poll from outside could miss in fast stages.
+- From outside, during sampling on two actors: the rerun computes only the missing shards."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration._procs import kill_session
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# One config for both tests; `argv[2]` the stage to stop after, `argv[3]` the policy's actors (the
+# replicas enter no data stage's key: the fingerprints through reference log-probs do not change).
+SCRIPT = """
+import json, sys
+from pathlib import Path
+from tests.integration._pipeline_config import run_stages, tiny_config
+cfg = tiny_config(Path(sys.argv[1]), data={"num_articles": 10, "eval_fraction": 0.2}, sampling={"shard_size": 2},
+                  policy={"replicas": int(sys.argv[3])},
+                  dpo={"trainer": "packed", "max_steps": 4, "save_steps": 2, "logging_steps": 1})
+refs = run_stages(cfg, through=sys.argv[2])
+print("REFS " + json.dumps({stage: ref.uri for stage, ref in refs.items()}))
+"""
+
+# (stage folder, kill point): mid-stage where the stage writes several files, else after its data
+# and before its marker; training right after its first checkpoint (step 2 of 4).
+KILLS = [("articles", "file:1"), ("questions", "file:1"), ("samples", "file:2"), ("judged", "produced"),
+         ("pairs", "file:1"), ("refprobs", "produced"), ("dpo", "checkpoint:1"), ("eval", "file:1")]
+BYTE_EQUAL = ("articles", "questions", "samples", "judged", "pairs", "refprobs")
+
+
+def start(root: Path, kill_at: str | None = None, through: str = "eval", replicas: int = 1) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SUMPREF_KILL_AT")}
+    env["PYTHONPATH"] = str(ROOT)
+    if kill_at:
+        env["SUMPREF_KILL_AT"] = kill_at
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(root), through, str(replicas)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def run(root: Path, kill_at: str | None = None, **kw) -> dict | None:
+    proc = start(root, kill_at, **kw)
+    out, _ = proc.communicate(timeout=900)
+    kill_session(proc.pid)
+    if kill_at:
+        assert proc.returncode == -signal.SIGKILL, f"not killed at {kill_at}: {out[-3000:]}"
+        assert f"SIGKILL at {kill_at}" in out
+        return None
+    assert proc.returncode == 0, out[-3000:]
+    return json.loads(next(x for x in out.splitlines() if x.startswith("REFS ")).split(" ", 1)[1])
+
+
+def stage_dir(root: Path, stage: str) -> Path:
+    dirs = [d for d in (root / stage).iterdir() if not d.name.startswith(".")]  # not the lock files
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def digest(*files: Path) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def final_state(refs: dict) -> dict:
+    """What must not depend on the kills: every data stage's fingerprint, the adapter weights, the
+    evaluated summaries and metrics (training metrics also hold timings and `resumed_from`)."""
+    from sumpref.artifacts import ArtifactRef, load_ref
+
+    got: dict = {}
+    for stage, uri in refs.items():
+        ref: ArtifactRef = load_ref(uri)
+        if stage in BYTE_EQUAL:
+            got[stage] = ref.fingerprint
+    dpo, ev = load_ref(refs["dpo"]).path, load_ref(refs["eval"]).path
+    got["adapter_weights"] = digest(dpo / "adapter" / "adapter_model.safetensors")
+    got["eval_summaries"] = digest(*sorted(ev.glob("summaries_*.parquet")))
+    got["eval_models"] = json.loads((ev / "report.json").read_text())["models"]
+    return got
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> dict:
+    """An uninterrupted run: each stage's ref by name."""
+    root = tmp_path_factory.mktemp("clean")
+    refs = run(root)
+    assert json.loads((stage_dir(root, "dpo") / "adapter" / "metrics.json").read_text())["resumed_from"] == 0
+    return refs
+
+
+def fingerprints(refs: dict) -> dict:
+    from sumpref.artifacts import load_ref
+
+    return {stage: load_ref(uri).fingerprint for stage, uri in refs.items()}
+
+
+def test_kill_in_every_stage_then_rerun_equals_uninterrupted(tmp_path, clean):
+    killed = tmp_path / "killed"
+    for stage, point in KILLS:
+        run(killed, f"{stage}:{point}")
+        d = stage_dir(killed, stage)
+        assert not (d / "_SUCCESS").exists() and not (d / "meta.json").exists(), stage  # no half-finished artifact
+        if stage == "dpo":
+            steps = sorted(p.name for p in (d / "adapter" / "checkpoints").glob("step-*"))
+            assert steps == ["step-2"], steps
+    resumed = run(killed)
+    metrics = json.loads((stage_dir(killed, "dpo") / "adapter" / "metrics.json").read_text())
+    assert metrics["resumed_from"] == 2 and metrics["steps"] == 4  # from the checkpoint, not from step 0
+    assert final_state(resumed) == final_state(clean)
+
+
+def executions(root: Path) -> list[int]:
+    return [json.loads(x)["shard"] for x in (stage_dir(root, "samples") / "logs" / "executions.jsonl").read_text().splitlines()]
+
+
+def test_sigkill_during_sampling_on_two_actors_then_resume(tmp_path, clean):
+    """Killed from outside once 2 of the 4 sampling shards are written (two actors, so a third may be
+    in flight); the rerun computes only the missing shards, and its data stages equal `clean`'s."""
+    killed = tmp_path / "killed"
+    proc = start(killed, through="pairs", replicas=2)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(killed.glob("samples/*/shards/shard-*.parquet"))) >= 2:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
+            break
+        time.sleep(0.2)
+    proc.wait(timeout=60)
+    kill_session(proc.pid)  # its Ray processes that left the group; not other tests' clusters (`ray stop` would)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    sample_dir = stage_dir(killed, "samples")
+    assert not (sample_dir / "_SUCCESS").exists()
+    done_before = sorted(int(p.stem.split("-")[1]) for p in sample_dir.glob("shards/shard-*.parquet"))
+    n_exec_before = len(executions(killed))
+
+    resumed = run(killed, through="pairs", replicas=2)
+    rerun = executions(killed)[n_exec_before:]
+    total = json.loads((sample_dir / "meta.json").read_text())["info"]["shards"]
+    assert 2 <= len(done_before) < total == 4
+    assert sorted(rerun) == sorted(set(range(total)) - set(done_before))  # only unfinished shards
+    assert json.loads((sample_dir / "meta.json").read_text())["info"]["shards_reused"] == len(done_before)
+    got = fingerprints(resumed)
+    assert got == {stage: fp for stage, fp in fingerprints(clean).items() if stage in got}  # stage by stage
