@@ -16,6 +16,8 @@ import time
 from tests.conftest import ROOT
 
 SCRIPT = """
+import os, sys
+os.sched_setaffinity(0, {int(sys.argv[1])})  # the core the burner loads; the server process inherits it
 import flows  # the package sets the start-up defaults every entry point gets
 from prefect import flow
 
@@ -41,8 +43,8 @@ def test_first_flow_start_with_fresh_prefect_home_under_load(tmp_path):
     burner = mp.Process(target=_burn, args=(time.time() + 300, cpu), daemon=True)
     burner.start()
     try:
-        proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=400, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+        proc = subprocess.run([sys.executable, "-c", SCRIPT, str(cpu)], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=400)
     finally:
         burner.terminate()
     out = proc.stdout + proc.stderr

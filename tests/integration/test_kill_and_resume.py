@@ -45,13 +45,14 @@ KILLS = [("articles", "file:1"), ("questions", "file:1"), ("samples", "file:2"),
 BYTE_EQUAL = ("articles", "questions", "samples", "judged", "pairs", "refprobs")
 
 
-def start(root: Path, kill_at: str | None = None, through: str = "eval", replicas: int = 1) -> subprocess.Popen:
+def start(root: Path, kill_at: str | None = None, through: str = "eval", replicas: int = 1, log=subprocess.PIPE):
+    """The run in a session of its own; its output to `log` (a file where nobody reads it meanwhile)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SUMPREF_KILL_AT")}
     env["PYTHONPATH"] = str(ROOT)
     if kill_at:
         env["SUMPREF_KILL_AT"] = kill_at
     return subprocess.Popen([sys.executable, "-c", SCRIPT, str(root), through, str(replicas)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def run(root: Path, kill_at: str | None = None, **kw) -> dict | None:
@@ -134,7 +135,8 @@ def test_sigkill_during_sampling_on_two_actors_then_resume(tmp_path, clean):
     """Killed from outside once 2 of the 4 sampling shards are written (two actors, so a third may be
     in flight); the rerun computes only the missing shards, and its data stages equal `clean`'s."""
     killed = tmp_path / "killed"
-    proc = start(killed, through="pairs", replicas=2)
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = start(killed, through="pairs", replicas=2, log=log)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         if len(list(killed.glob("samples/*/shards/shard-*.parquet"))) >= 2:
@@ -143,7 +145,7 @@ def test_sigkill_during_sampling_on_two_actors_then_resume(tmp_path, clean):
         time.sleep(0.2)
     proc.wait(timeout=60)
     kill_session(proc.pid)  # its Ray processes that left the group; not other tests' clusters (`ray stop` would)
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]  # finished before the kill?
     sample_dir = stage_dir(killed, "samples")
     assert not (sample_dir / "_SUCCESS").exists()
     done_before = sorted(int(p.stem.split("-")[1]) for p in sample_dir.glob("shards/shard-*.parquet"))
