@@ -8,8 +8,7 @@ Two single-thread probes, each a few seconds:
 - `py_loop_s`: seconds for five million Python additions: the interpreter (imports, orchestration).
 
 On a shared VM both move with the neighbours' load: on 2026-12-06 the 2-core development VM gave
-2.7-4.4 GB/s and 0.62-1.30 s within two hours, and the same test suite took 538 s and 868 s half
-an hour apart. Prints JSON; record it next to the timings it explains (benchmarks/RESULTS.md).
+2.7-4.4 GB/s within two hours, and the same test suite took 538 s and 868 s half an hour apart. Prints JSON; record it next to the timings it explains (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
