@@ -34,7 +34,6 @@ def tiny_config(root: Path, iterations: int = 1, **sections) -> RunConfig:
     return config_from_dict(data)
 
 
-
 def run_stages(cfg: RunConfig, through: str = "eval", after=None) -> dict:
     """The pipeline's stages in order, without Prefect, up to and including `through`; returns each
     stage's `ArtifactRef` by name, and calls `after(stage)` as each one ends. What the kill tests and

@@ -80,16 +80,18 @@ def digest(*files: Path) -> str:
     return h.hexdigest()
 
 
+def fingerprints(refs: dict) -> dict:
+    from sumpref.artifacts import load_ref
+
+    return {stage: load_ref(uri).fingerprint for stage, uri in refs.items()}
+
+
 def final_state(refs: dict) -> dict:
     """What must not depend on the kills: every data stage's fingerprint, the adapter weights, the
     evaluated summaries and metrics (training metrics also hold timings and `resumed_from`)."""
-    from sumpref.artifacts import ArtifactRef, load_ref
+    from sumpref.artifacts import load_ref
 
-    got: dict = {}
-    for stage, uri in refs.items():
-        ref: ArtifactRef = load_ref(uri)
-        if stage in BYTE_EQUAL:
-            got[stage] = ref.fingerprint
+    got = {stage: fp for stage, fp in fingerprints(refs).items() if stage in BYTE_EQUAL}
     dpo, ev = load_ref(refs["dpo"]).path, load_ref(refs["eval"]).path
     got["adapter_weights"] = digest(dpo / "adapter" / "adapter_model.safetensors")
     got["eval_summaries"] = digest(*sorted(ev.glob("summaries_*.parquet")))
@@ -104,12 +106,6 @@ def clean(tmp_path_factory) -> dict:
     refs = run(root)
     assert json.loads((stage_dir(root, "dpo") / "adapter" / "metrics.json").read_text())["resumed_from"] == 0
     return refs
-
-
-def fingerprints(refs: dict) -> dict:
-    from sumpref.artifacts import load_ref
-
-    return {stage: load_ref(uri).fingerprint for stage, uri in refs.items()}
 
 
 def test_kill_in_every_stage_then_rerun_equals_uninterrupted(tmp_path, clean):
