@@ -33,7 +33,7 @@ import json, sys, time
 from pathlib import Path
 from tests.integration._pipeline_config import run_stages, tiny_config
 t0, marks = time.perf_counter(), {}
-cfg = tiny_config(Path(sys.argv[1]), policy={"replicas": 2}, dpo={"max_steps": int(sys.argv[2]), "save_steps": 2})
+cfg = tiny_config(Path(sys.argv[1]), policy={"replicas": 2, "batch_size": 12}, sampling={"shard_size": 2}, dpo={"max_steps": int(sys.argv[2]), "save_steps": 2})
 run_stages(cfg, after=lambda stage: marks.update({stage: round(time.perf_counter() - t0, 1)}))
 print("MARKS " + json.dumps(marks))
 """

@@ -19,12 +19,16 @@ def tiny_config(root: Path, iterations: int = 1, **sections) -> RunConfig:
         # One one-CPU actor: the tests run on two pytest-xdist workers, so the other core is busy with
         # the other worker's tests, and a second actor would only add its start-up (a Ray worker
         # process, torch, the model: 17 of a run's 109 busy core-seconds). The tests about several
-        # actors (test_actor_pool, test_multinode, test_store_shards, the resume test) ask for two.
-        "policy": {"batch_size": 12, "num_cpus": 1, "replicas": 1},
+        # actors (test_actor_pool, test_store_shards, the kill tests on two actors and two nodes) ask for two.
+        # Sampling is one shard of all 8 training articles, decoded together (batch_size 24 = 8
+        # prompts x n 3): on CPU each decoding step reads every weight once however many rows it
+        # decodes, so one group of 8 prompts costs about what a group of 2 does (4 shards of 2 took
+        # about twice as long). The tests about shards set their own `shard_size`.
+        "policy": {"batch_size": 24, "num_cpus": 1, "replicas": 1},
         "judge": {"kind": "cloze"},
         "data": {"source": str(SHARED / "cnndm_cliff.jsonl"), "num_articles": 10, "eval_fraction": 0.2,
                  "max_article_tokens": 96},
-        "sampling": {"n": 3, "max_new_tokens": 16, "shard_size": 2},
+        "sampling": {"n": 3, "max_new_tokens": 16, "shard_size": 8},
         "dpo": {"trainer": "packed", "max_steps": 2, "per_device_batch_size": 2, "max_length": 192, "gradient_checkpointing": False,
                 "learning_rate": 1e-4, "beta": 0.1, "logging_steps": 1},
         "eval": {"max_new_tokens": 16, "bootstrap_samples": 100},

@@ -6,14 +6,21 @@ the same config and seed (`clean`, one run that both tests compare against).
   checkpoint. The kill point is chosen by `$SUMPREF_KILL_AT` (`sumpref.faults`): the library
   SIGKILLs its own process group there (the driver and the local Ray processes it started), a real
   kill -9 at a moment that a poll from outside could miss in fast stages.
-- From outside, during sampling on two actors: the rerun computes only the missing shards."""
+- From outside, during sampling on two actors: the rerun computes only the missing shards.
+- On a real two-node Ray cluster on 127.0.0.1 (a head and a second node started with `ray start`,
+  one CPU each; the run submitted with `RAY_ADDRESS`): shards run on both nodes; killing the
+  second node mid-sampling costs only its shards in flight, and the rerun's data stages equal
+  `clean`'s."""
 
 import hashlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,12 +52,16 @@ KILLS = [("articles", "file:1"), ("questions", "file:1"), ("samples", "file:2"),
 BYTE_EQUAL = ("articles", "questions", "samples", "judged", "pairs", "refprobs")
 
 
-def start(root: Path, kill_at: str | None = None, through: str = "eval", replicas: int = 1, log=subprocess.PIPE):
-    """The run in a session of its own; its output to `log` (a file where nobody reads it meanwhile)."""
+def start(root: Path, kill_at: str | None = None, through: str = "eval", replicas: int = 1, log=subprocess.PIPE,
+          ray_address: str | None = None):
+    """The run in a session of its own; its output to `log` (a file where nobody reads it meanwhile).
+    On local Ray it starts, or on the cluster at `ray_address`."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SUMPREF_KILL_AT")}
     env["PYTHONPATH"] = str(ROOT)
     if kill_at:
         env["SUMPREF_KILL_AT"] = kill_at
+    if ray_address:
+        env.update(RAY_ADDRESS=ray_address, RAY_AUTH_MODE="disabled")
     return subprocess.Popen([sys.executable, "-c", SCRIPT, str(root), through, str(replicas)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -123,8 +134,18 @@ def test_kill_in_every_stage_then_rerun_equals_uninterrupted(tmp_path, clean):
     assert final_state(resumed) == final_state(clean)
 
 
-def executions(root: Path) -> list[int]:
-    return [json.loads(x)["shard"] for x in (stage_dir(root, "samples") / "logs" / "executions.jsonl").read_text().splitlines()]
+def executions(root: Path) -> list[dict]:
+    return [json.loads(x) for x in (stage_dir(root, "samples") / "logs" / "executions.jsonl").read_text().splitlines()]
+
+
+def wait_for_shards(proc: subprocess.Popen, root: Path, n: int, then) -> None:
+    """Call `then()` once `n` sampling shards of the run at `root` are written (if it is still running)."""
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(root.glob("samples/*/shards/shard-*.parquet"))) >= n:
+            then()
+            return
+        time.sleep(0.2)
 
 
 def test_sigkill_during_sampling_on_two_actors_then_resume(tmp_path, clean):
@@ -133,12 +154,7 @@ def test_sigkill_during_sampling_on_two_actors_then_resume(tmp_path, clean):
     killed = tmp_path / "killed"
     with open(tmp_path / "killed.log", "w") as log:
         proc = start(killed, through="pairs", replicas=2, log=log)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(killed.glob("samples/*/shards/shard-*.parquet"))) >= 2:
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
-            break
-        time.sleep(0.2)
+    wait_for_shards(proc, killed, 2, lambda: os.killpg(proc.pid, signal.SIGKILL))  # the driver and its Ray
     proc.wait(timeout=60)
     kill_session(proc.pid)  # its Ray processes that left the group; not other tests' clusters (`ray stop` would)
     assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]  # finished before the kill?
@@ -148,10 +164,99 @@ def test_sigkill_during_sampling_on_two_actors_then_resume(tmp_path, clean):
     n_exec_before = len(executions(killed))
 
     resumed = run(killed, through="pairs", replicas=2)
-    rerun = executions(killed)[n_exec_before:]
+    rerun = [e["shard"] for e in executions(killed)[n_exec_before:]]
     total = json.loads((sample_dir / "meta.json").read_text())["info"]["shards"]
     assert 2 <= len(done_before) < total == 4
     assert sorted(rerun) == sorted(set(range(total)) - set(done_before))  # only unfinished shards
     assert json.loads((sample_dir / "meta.json").read_text())["info"]["shards_reused"] == len(done_before)
     got = fingerprints(resumed)
     assert got == {stage: fp for stage, fp in fingerprints(clean).items() if stage in got}  # stage by stage
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    """`ray start --block` in its own session, so the test can SIGKILL exactly this node."""
+
+    def __init__(self, *args: str):
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-gpus=0",
+                                      "--disable-usage-stats", *args], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self) -> None:
+        kill_session(self.proc.pid)  # the raylet, its workers and agents left the group but not the session
+        self.proc.wait(timeout=60)
+
+
+def wait_nodes(address: str, n: int) -> list[str]:
+    code = ("import ray, time, sys\nray.init(address=sys.argv[1])\n"
+            f"for _ in range(300):\n    alive = [x['NodeID'] for x in ray.nodes() if x['Alive']]\n"
+            f"    if len(alive) >= {n}: print('NODES', ' '.join(alive)); break\n    time.sleep(0.5)\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    out = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True, text=True, timeout=300)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("NODES")), None)
+    assert line, out.stdout[-2000:] + out.stderr[-2000:]
+    return line.split()[1:]
+
+
+@pytest.fixture
+def cluster():
+    """A head node (one CPU) on 127.0.0.1; `add_node()` joins another one-CPU node."""
+    ray_dir = tempfile.mkdtemp(prefix="rm-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    # Ray rewrites a 127.0.0.1 bootstrap address into this machine's node IP for its clients, so the
+    # nodes keep their default node IP (the same machine) rather than pinning 127.0.0.1.
+    nodes = [Node("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={ray_dir}",
+                  f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}")]
+
+    def add_node() -> Node:
+        nodes.append(Node(f"--address={address}", "--num-cpus=1"))
+        return nodes[-1]
+
+    try:  # the nodes go with the test, also when the head never came up
+        wait_nodes(address, 1)
+        yield address, add_node
+    finally:
+        for node in reversed(nodes):
+            if node.proc.poll() is None:
+                node.kill()
+        shutil.rmtree(ray_dir, ignore_errors=True)
+
+
+def test_two_nodes_then_lose_one_mid_sampling(cluster, tmp_path, clean):
+    """Two actors, one per node. The second node is SIGKILLed once 2 of the 4 sampling shards are
+    written: the stage fails without a marker; a replacement node joins and the rerun computes
+    exactly the shards not yet written; its data stages equal `clean`'s (local Ray, one actor)."""
+    address, add_node = cluster
+    worker = add_node()
+    wait_nodes(address, 2)
+
+    killed = tmp_path / "killed"
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = start(killed, through="samples", replicas=2, log=log, ray_address=address)
+        wait_for_shards(proc, killed, 2, worker.kill)
+        proc.wait(timeout=600)
+    kill_session(proc.pid)
+    first = executions(killed)
+    assert len({e["node"] for e in first}) == 2, first  # shards ran on both nodes
+    sample_dir = stage_dir(killed, "samples")
+    assert proc.returncode != 0 and not (sample_dir / "_SUCCESS").exists(), (tmp_path / "killed.log").read_text()[-2000:]
+    done_before = {e["shard"] for e in first}
+
+    add_node()  # a replacement node joins; the rerun recomputes only what the lost node had in flight
+    wait_nodes(address, 2)
+    resumed = run(killed, through="samples", replicas=2, ray_address=address)
+    rerun = [e["shard"] for e in executions(killed)[len(first):]]
+    total = json.loads((sample_dir / "meta.json").read_text())["info"]["shards"]
+    assert total == 4 and sorted(rerun) == sorted(set(range(total)) - done_before)
+    got = fingerprints(resumed)
+    assert set(got) == {"articles", "questions", "samples"}
+    assert got == {stage: fp for stage, fp in fingerprints(clean).items() if stage in got}
