@@ -1,5 +1,5 @@
 """SIGKILL the pipeline and rerun it; the rerun ends with the artifacts of an uninterrupted run of
-the same config and seed (`clean`, one run that both tests compare against).
+the same config and seed (`clean`, one local run that every test here compares against).
 
 - Inside every stage (load, questions, sampling, judging, pairs, reference log-probs, training,
   evaluation), one after the other on the same artifact root; training resumes from its
