@@ -22,8 +22,8 @@ def tiny_config(root: Path, iterations: int = 1, **sections) -> RunConfig:
         # actors (test_actor_pool, test_store_shards, the kill tests on two actors and two nodes) ask for two.
         # Sampling is one shard of all 8 training articles, decoded together (batch_size 24 = 8
         # prompts x n 3): on CPU each decoding step reads every weight once however many rows it
-        # decodes, so one group of 8 prompts costs about what a group of 2 does (4 shards of 2 took
-        # about twice as long). The tests about shards set their own `shard_size`.
+        # decodes, so 8 prompts in one group decode in about half the time of 4 groups of 2
+        # (benchmarks/cpu_decode_groups.py). The tests about shards set their own `shard_size`.
         "policy": {"batch_size": 24, "num_cpus": 1, "replicas": 1},
         "judge": {"kind": "cloze"},
         "data": {"source": str(SHARED / "cnndm_cliff.jsonl"), "num_articles": 10, "eval_fraction": 0.2,
