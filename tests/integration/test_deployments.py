@@ -9,7 +9,6 @@ Tiny configs throughout (few articles, short generations, one DPO step).
 """
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,18 +18,13 @@ import pytest
 from deployments import stack
 from sumpref.champion import current_champion, read_history
 from sumpref.config import load_config
+from tests.conftest import free_port
 from tests.integration._pipeline_config import tiny_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "runs" / "screenshots"  # ignored by git
 STAGE_TASKS = ("load-articles", "write-questions", "sample-summaries", "judge-summaries", "build-pairs")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import threading
 import time
 
 from tests.conftest import ROOT
-from tests.integration._procs import kill_session
+from tests.integration._procs import kill_session, session_pids, signal_pids
 
 SCRIPT = """
 import os, sys
@@ -37,28 +37,6 @@ print("FLOW-RAN")
 """
 
 
-def session_pids(sid: int) -> list[int]:
-    pids = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ...
-            except OSError:
-                continue
-            if int(fields[3]) == sid:
-                pids.append(int(d))
-    return pids
-
-
-def signal_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
 def throttle(proc: subprocess.Popen, share: float = 0.33, period: float = 0.1) -> None:
     """Until `proc` ends: its session runs `share` of every `period` and is stopped for the rest."""
     pids: list[int] = []
@@ -68,11 +46,11 @@ def throttle(proc: subprocess.Popen, share: float = 0.33, period: float = 0.1) -
             if time.monotonic() - listed > 0.5:  # new processes (the server) join within half a second
                 pids, listed = session_pids(proc.pid), time.monotonic()
             time.sleep(period * share)
-            signal_all(pids, signal.SIGSTOP)
+            signal_pids(pids, signal.SIGSTOP)
             time.sleep(period * (1 - share))
-            signal_all(pids, signal.SIGCONT)
+            signal_pids(pids, signal.SIGCONT)
     finally:
-        signal_all(session_pids(proc.pid), signal.SIGCONT)
+        signal_pids(session_pids(proc.pid), signal.SIGCONT)
 
 
 def test_first_flow_start_with_fresh_prefect_home_under_load(tmp_path):

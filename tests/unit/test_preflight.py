@@ -9,6 +9,7 @@ import pytest
 
 from sumpref.config import config_from_dict
 from sumpref.preflight import PreflightError, check, check_model, check_ray_address, preflight
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,12 +82,6 @@ def test_missing_adapter_folder(tmp_path, data_file, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     problems = check(cfg(tmp_path, data_file, policy={"adapter": str(tmp_path / "no-adapter")}))
     assert fields(problems) == ["policy.adapter"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ray_address():
