@@ -1,9 +1,9 @@
 """Setup the integration modules share.
 
 - `prefect_api`: a Prefect test server (`prefect_test_harness`) for the in-process flow tests,
-  one for the session (the secrets test searches its database too). Prefect's clients (events
-  included) outlive a harness, so a module that starts a Prefect server of its own must not run
-  inside the shared one: such modules run first (`OWN_PREFECT`).
+  one for the session. Prefect's clients (events included) outlive a harness, so a module that
+  starts its own server (the secrets search in the server's database) must not run
+  inside another one: those modules run first (`OWN_PREFECT`).
 - `s3`: a real S3-compatible server (moto, 127.0.0.1) for a module's tests.
 - Each module leaves no Ray behind (`ray_per_module`): a module that runs work on Ray starts
   local Ray itself (`sumpref.raygen.ensure_ray`), so its workers inherit the environment the
@@ -20,10 +20,10 @@ from __future__ import annotations
 import pytest
 
 
-# Modules that start a Prefect server of their own (the fresh-PREFECT_HOME test: Prefect's
-# ephemeral server, in a process with no Prefect settings): run before any test that uses the
-# shared `prefect_api`, so no server of theirs starts inside the shared one.
-OWN_PREFECT = ("test_fresh_prefect_home.py",)
+# Modules that start a Prefect server of their own (`prefect_test_harness` with their own settings,
+# a database the test searches) or none at all on purpose: run before any test that uses the shared
+# `prefect_api`, so no server of theirs starts inside the shared one.
+OWN_PREFECT = ("test_fresh_prefect_home.py", "test_secrets.py")
 
 
 # The longest modules, longest first (pytest --durations of one full run on 2 cores, 2026-12-06).

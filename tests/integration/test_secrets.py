@@ -31,18 +31,19 @@ def files_containing(root: Path, needle: bytes) -> list[str]:
 
 
 @pytest.fixture
-def isolated(prefect_api, tmp_path, monkeypatch):
-    """Prefect's results and Ray's session logs inside tmp_path, so the search sees them; the
-    Prefect database is the session's test server's (`prefect_api`), searched as a whole."""
+def isolated(tmp_path, monkeypatch):
+    """Prefect (database, results) and Ray (session logs) inside tmp_path, so the search sees them."""
     import ray
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
 
     ray.shutdown()
     ray_dir = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     monkeypatch.setenv("RAY_TMPDIR", str(ray_dir))
     monkeypatch.setenv("SUMPREF_ARTIFACT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: str(tmp_path / "prefect-results")}):
+    with prefect_test_harness(server_startup_timeout=120), \
+            temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: str(tmp_path / "prefect-results")}):
         from prefect.settings import get_current_settings
 
         db_url = get_current_settings().server.database.connection_url.get_secret_value()
