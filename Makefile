@@ -53,8 +53,11 @@ worker-env: $(WORKER_VENV)/.installed
 demo: setup
 	$(BIN)/python -m flows.full_pipeline --config configs/demo.yaml
 
-# Test modules run on TEST_WORKERS pytest-xdist workers (how they are spread: pyproject.toml's addopts).
-TEST_WORKERS ?= 2
+# Test modules run on TEST_WORKERS pytest-xdist workers (how they are spread: pyproject.toml's addopts
+# and tests/integration/conftest.py). Three on two cores: a worker often waits (a server starting, a
+# subprocess, the test that throttles its flow), and the third keeps both cores busy
+# (benchmarks/RESULTS.md, "Fourth round").
+TEST_WORKERS ?= 3
 test: setup worker-env browser
 	$(BIN)/python -m pytest tests -m "not gpu" -q --durations=15 -n $(TEST_WORKERS)
 

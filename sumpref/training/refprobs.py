@@ -79,9 +79,9 @@ def _shards(rows: list[dict], n: int) -> list[list[int]]:
 def _score_with_ray(rows, model_path, max_length, pairs_per_batch, dtype, num_replicas, use_gpu):
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, log_to_driver=False)
-    from sumpref.raygen import release_idle_actors
+    from sumpref.raygen import ensure_ray, release_idle_actors
+
+    ensure_ray()
 
     release_idle_actors()  # idle shard actors would hold the resources the scorers need
 

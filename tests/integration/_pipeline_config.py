@@ -16,8 +16,8 @@ def tiny_config(root: Path, iterations: int = 1, **sections) -> RunConfig:
         "name": "it",
         "iterations": iterations,
         "root": str(root),
-        # One one-CPU actor: the tests run on two pytest-xdist workers, so the other core is busy with
-        # the other worker's tests, and a second actor would only add its start-up (a Ray worker
+        # One one-CPU actor: the tests run on several pytest-xdist workers, so the other core is busy
+        # with other workers' tests, and a second actor would only add its start-up (a Ray worker
         # process, torch, the model: 17 of a run's 109 busy core-seconds). The tests about several
         # actors (test_actor_pool, test_store_shards, the kill tests on two actors and two nodes) ask for two.
         # Sampling is one shard of all 8 training articles, decoded together (batch_size 24 = 8

@@ -8,11 +8,13 @@
 - Each module leaves no Ray behind (`ray_per_module`): a module that runs work on Ray starts
   local Ray itself (`sumpref.raygen.ensure_ray`), so its workers inherit the environment the
   module set up (an S3 server's credentials, a Ray temp folder that the secrets test searches).
-- `make test` runs modules on two pytest-xdist workers (`--dist loadfile` in pyproject.toml: a
-  module's tests, and its module fixtures, stay in one worker). Modules are handed out in
-  collection order, so the order below is: own-Prefect modules first (each worker runs them
-  before it starts a shared server), then the longest modules (`LONGEST_FIRST`, measured), so both
-  workers end together.
+- `make test` runs modules on `TEST_WORKERS` (3) pytest-xdist workers (`--dist loadfile` in
+  pyproject.toml: a module's tests, and its module fixtures, stay in one worker). Modules are
+  handed out in collection order, each worker getting one and then a second while its first has
+  at most two tests left. So the order below is: own-Prefect modules first (each lands first on its
+  worker, before that worker starts a shared server), then the longest modules (`LONGEST_FIRST`,
+  measured; the kill module first, so it starts at once on the third worker), so the workers end
+  together.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ OWN_PREFECT = ("test_fresh_prefect_home.py", "test_secrets.py")
 
 # The longest modules, longest first (pytest --durations of one full run on 2 cores, 2026-12-06).
 # Handed out first, they leave the short modules to fill both workers' ends.
-LONGEST_FIRST = ("test_deployments.py", "test_kill_and_resume.py", "test_pipeline_flow.py", "test_vllm_pipeline.py",
+LONGEST_FIRST = ("test_kill_and_resume.py", "test_deployments.py", "test_pipeline_flow.py", "test_vllm_pipeline.py",
                  "test_ray_train.py", "test_s3_pipeline.py", "test_vllm_ray.py",
                  "test_packing.py", "test_vllm_server.py", "test_store_training.py", "test_evaluate_flow.py",
                  "test_store_shards.py", "test_openai_backend.py")
