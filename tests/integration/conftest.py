@@ -29,7 +29,7 @@ OWN_PREFECT = ("test_fresh_prefect_home.py", "test_secrets.py")
 
 
 # The longest modules, longest first (pytest --durations of one full run on 2 cores, 2026-12-06).
-# Handed out first, they leave the short modules to fill both workers' ends.
+# Handed out first, they leave the short modules to fill the workers' ends.
 LONGEST_FIRST = ("test_kill_and_resume.py", "test_deployments.py", "test_pipeline_flow.py", "test_vllm_pipeline.py",
                  "test_ray_train.py", "test_s3_pipeline.py", "test_vllm_ray.py",
                  "test_packing.py", "test_vllm_server.py", "test_store_training.py", "test_evaluate_flow.py",
