@@ -186,8 +186,7 @@ class Node:
     def __init__(self, *args: str):
         self.proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-gpus=0",
                                       "--disable-usage-stats", *args], env=child_env(**CLUSTER_ENV),
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self) -> None:
         kill_session(self.proc.pid)  # the raylet, its workers and agents left the group but not the session
