@@ -11,6 +11,8 @@ Contract:
   `cnndm_*.jsonl` article files, else the row's `reference` unless that is a compared summary.
 - `score_set(rows, scorers)` -> `{score name: [value per row]}` (pairwise sets also get
   `name + COMPARE_SUFFIX` for the compared summary). A scorer is called once per article.
+- Baselines beside the judge: `rouge_scorers()` (ROUGE-1 F vs the reference, ROUGE-1 precision vs
+  the article) and `similarity_scorer()` (MiniLM cosine vs the reference, `sumpref.similarity`).
 - `evaluate_set(hset, rows, scores, n_boot, seed)` -> list of `Metric` rows: Kendall tau-b and
   Spearman (graded), ROC-AUC and balanced accuracy (binary; predicted consistent = score at least
   the set's median score), agreement rate (pairwise; a judge tie counts one half). Every value has
@@ -229,6 +231,20 @@ def rouge_scorers() -> list[Scorer]:
     return [rouge]
 
 
+SIMILARITY = "MiniLM similarity"
+
+
+def similarity_scorer(device: str = "cpu") -> Scorer:
+    """A second metric against the reference highlights: MiniLM cosine similarity
+    (`sumpref.similarity`); NaN where the set has no reference."""
+    from sumpref.similarity import semantic_similarity
+
+    def similarity(row: dict, texts: list[str]) -> dict[str, list[float]]:
+        return {SIMILARITY: [float(v) for v in semantic_similarity(texts, [row["reference"]] * len(texts), device=device)]}
+
+    return [similarity]
+
+
 def judge_scorer(cfg, label: str, seed: int = 0) -> Scorer:
     """The pipeline's own judge code (`sumpref.judges`), in process: write the article's questions
     once, judge every text. Reports `n_correct` (what the preference rule sees), and for `qa` also
@@ -372,7 +388,7 @@ def score_names(judge: JudgeConfig) -> list[str]:
                                     if judge.kind == "qa" else [])
     if judge.kind != "cloze":
         names.append(CLOZE_BASELINE)
-    return names + ["ROUGE-1 F", "article precision"]
+    return names + ["ROUGE-1 F", SIMILARITY, "article precision"]
 
 
 CLOZE_BASELINE = "cloze judge (baseline)"
@@ -388,7 +404,7 @@ def meta_eval_set(cfg: MetaEvalConfig, name: str) -> dict:
     if cfg.judge.kind != "cloze":
         scorers.append(judge_scorer(JudgeConfig(kind="cloze", n_questions=cfg.judge.n_questions), CLOZE_BASELINE, cfg.seed))
     t0 = time.perf_counter()
-    scores = score_set(rows, scorers + rouge_scorers())
+    scores = score_set(rows, scorers + rouge_scorers() + similarity_scorer())
     seconds = time.perf_counter() - t0
     metrics = evaluate_set(hset, rows, scores, cfg.n_bootstrap, cfg.seed)
     return {"set": name, "note": hset.note, "rows": len(rows), "articles": len({r["article_id"] for r in rows}),

@@ -16,7 +16,8 @@ def test_meta_eval_flow_writes_the_table(prefect_api, tmp_path):
     assert meta_eval(cfg) == str(out)
     text = out.read_text()
     for needle in ("| summeval | relevance | Kendall tau", "| cliff_cnndm | factually_consistent | ROC-AUC",
-                   "| llm_news_pairwise | overall_writer_better | agreement", "qa judge: n correct", "ROUGE-1 F"):
+                   "| llm_news_pairwise | overall_writer_better | agreement", "qa judge: n correct", "ROUGE-1 F",
+                   "MiniLM similarity"):
         assert needle in text, needle
 
 

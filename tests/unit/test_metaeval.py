@@ -108,3 +108,17 @@ def test_render_and_write_report_keeps_the_discussion(tmp_path):
     write_report(path, "new table")
     text = path.read_text()
     assert "new table" in text and "old" not in text and text.startswith("# T\n\nintro") and text.endswith("discussion\n")
+
+
+def test_minilm_similarity_is_a_column_beside_rouge_scored_against_the_reference(monkeypatch):
+    from sumpref import metaeval, similarity
+
+    assert score_names(JudgeConfig(kind="qa"))[-3:] == ["ROUGE-1 F", metaeval.SIMILARITY, "article precision"]
+    seen = []
+    monkeypatch.setattr(similarity, "semantic_similarity",
+                        lambda texts, refs, **kw: seen.append((texts, refs)) or [0.5 if r else math.nan for r in refs])
+    rows = [{"id": "1", "article_id": "a", "summary": "x", "compare": None, "reference": "hl"},
+            {"id": "2", "article_id": "b", "summary": "y", "compare": None, "reference": None}]
+    scores = score_set(rows, metaeval.similarity_scorer())
+    assert scores[metaeval.SIMILARITY][0] == 0.5 and math.isnan(scores[metaeval.SIMILARITY][1])
+    assert seen == [(["x"], ["hl"]), (["y"], [None])]
