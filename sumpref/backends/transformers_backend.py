@@ -88,14 +88,18 @@ class TransformersBackend:
         return self._constraints[spec]
 
     def _generate_shared_prefix(self, prompts: list[Messages], params: SamplingParams) -> list[list[Generation]]:
-        """n samples per prompt, each prompt prefilled once (`prefix_sampling`)."""
+        """n samples per prompt, each prompt prefilled once (`prefix_sampling`).
+
+        On a GPU the decoding group is sized from free memory and the model's shape (a small model needs
+        thousands of rows per step to leave the launch-bound regime; `batch_size` bounds the n=1 path only).
+        On a CPU it stays `batch_size // n` prompts (decoding there is compute-bound)."""
         from sumpref.backends.prefix_sampling import sample_shared_prefix
 
         tok = self._tok
         ids = [tok(self.render(m), add_special_tokens=False)["input_ids"] for m in prompts]
+        group = None if self._device == "cuda" else max(1, self.cfg.batch_size // params.n)
         rows = sample_shared_prefix(self._model, tok, ids, params.n, params.temperature, params.top_p,
-                                    params.max_new_tokens, params.seed,
-                                    prompts_per_group=max(1, self.cfg.batch_size // params.n))
+                                    params.max_new_tokens, params.seed, prompts_per_group=group)
         result = []
         for p_ids, samples in zip(ids, rows):
             gens = [Generation(text=tok.decode(t, skip_special_tokens=True).strip(), prompt_tokens=len(p_ids),

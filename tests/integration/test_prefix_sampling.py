@@ -33,9 +33,9 @@ def shared_path(monkeypatch):
     modes = []
     real = ps._sample_group
 
-    def spy(model, prompts, n, gen_kw, mode, micro_batch):
+    def spy(model, prompts, n, gen_kw, mode, *args, **kwargs):
         modes.append(mode)
-        return real(model, prompts, n, gen_kw, mode, micro_batch)
+        return real(model, prompts, n, gen_kw, mode, *args, **kwargs)
 
     monkeypatch.setattr(ps, "tested_transformers", lambda version=None: True)
     monkeypatch.setattr(ps, "_sample_group", spy)
@@ -96,3 +96,32 @@ def test_seeded_sampling_matches_generate_on_duplicated_rows(model_tok, shared_p
     eos = _eos_ids(model)
     assert got == [_finish(r, eos, 0) for r in ref]
     assert len({tuple(t) for t, _ in got}) > 1  # real sampling, not four copies
+
+
+def test_groups_fit_the_memory_budget(model_tok):
+    """`prompts_per_group=None` packs prompts (sorted by length) into groups whose estimated memory fits the
+    budget, never more than MAX_GROUP_ROWS sequences; a fixed size gives fixed groups."""
+    from sumpref.backends import prefix_sampling as ps
+
+    model, _ = model_tok
+    lengths = sorted([50] * 40 + [400] * 30 + [900] * 20)
+    n, new = 8, 80
+    budget = 10 * ps._prompt_bytes(model, 900, n, new)
+    sizes = ps.plan_groups(model, lengths, n, new, None, budget_bytes=budget)
+    assert sum(sizes) == len(lengths) and sizes[0] > sizes[-1] >= 1
+    start = 0
+    for k in sizes:
+        assert k * n <= ps.MAX_GROUP_ROWS
+        assert k == 1 or k * ps._prompt_bytes(model, lengths[start + k - 1], n, new) <= budget
+        start += k
+    assert ps.plan_groups(model, lengths, n, new, 32) == [32, 32, 26]
+    assert ps.plan_groups(model, lengths, n, new, None) == [32, 32, 26]  # CPU default without a budget
+
+
+def test_group_size_does_not_change_greedy_output(model_tok, shared_path):
+    from sumpref.backends.prefix_sampling import sample_shared_prefix
+
+    model, tok = model_tok
+    prompts = _prompts(tok)
+    one = sample_shared_prefix(model, tok, prompts, 2, 0.0, 1.0, 12, seed=0, prompts_per_group=1)
+    assert sample_shared_prefix(model, tok, prompts, 2, 0.0, 1.0, 12, seed=0, prompts_per_group=None) == one
