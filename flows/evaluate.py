@@ -36,6 +36,9 @@ def evaluate_models(config: EvalFlowConfig = EvalFlowConfig()) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sumpref.data import DataError
+    from sumpref.preflight import preflight_data
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML recipe (configs/eval_example.yaml); default: built-in defaults")
     ap.add_argument("overrides", nargs="*", help="field=value, e.g. num_articles=50 or models.1.temperature=0.7")
@@ -43,10 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_eval_config(args.config, args.overrides)
         preflight_eval(cfg)
-    except (ConfigError, PreflightError) as e:
+        preflight_data(cfg.data, split=False)  # the rows too: no usable article is one line, before any work
+        report = evaluate_models(cfg)
+    except (ConfigError, PreflightError, DataError) as e:  # DataError: a hub dataset, checked only when loaded
         print("\n".join(f"error: {line}" for line in str(e).splitlines()), file=sys.stderr)
         return 2
-    print(f"\nReport: {evaluate_models(cfg)}")
+    print(f"\nReport: {report}")
     return 0
 
 

@@ -53,7 +53,10 @@ def full_pipeline(config: RunConfig = RunConfig()) -> str:
 
 
 def cli(doc: str, argv: list[str] | None, run, extra=lambda ap: None) -> int:
-    """Shared command line: `--config recipe.yaml [section.field=value ...]`; exit 2 on a bad config."""
+    """Shared command line: `--config recipe.yaml [section.field=value ...]`; exit 2 on a bad config
+    or unusable data (preflight loads a local source, so its drop counts come before any work)."""
+    from sumpref.data import DataError
+
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML recipe (default: built-in defaults: hub CNN/DM, embedded model)")
     ap.add_argument("overrides", nargs="*", help="section.field=value")
@@ -62,11 +65,12 @@ def cli(doc: str, argv: list[str] | None, run, extra=lambda ap: None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         preflight(cfg)
-    except (ConfigError, PreflightError) as e:
+        report = run(cfg, args)
+    except (ConfigError, PreflightError, DataError) as e:  # DataError: a hub dataset, checked only when loaded
         print("\n".join(f"error: {line}" for line in str(e).splitlines()) if isinstance(e, PreflightError) else f"error: {e}",
               file=sys.stderr)
         return 2
-    print(f"\nReport: {run(cfg, args)}")
+    print(f"\nReport: {report}")
     return 0
 
 

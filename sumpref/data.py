@@ -5,8 +5,10 @@ Columns out (`articles.parquet`): `id, article, highlights, split ("train"|"eval
 n_words, orig_words, source`. Every row that is not kept is recorded in `drops.parquet` with its reason
 (`invalid_utf8`, `invalid_json`, `missing_article`, `empty_article`, `too_short`,
 `duplicate_id`, `duplicate_text`, `format_filtered`); counts per reason go into stage metadata.
-A source that cannot be used at all (missing file, no article column) is an error raised before
-any work starts, naming the file and the column.
+A source that cannot be used at all is a `DataError` of one line: a missing file, a format other
+than JSON lines (`.jsonl`, `.json`) or Parquet, a file without the article column, or no usable row
+(the message names the source and counts the rows by drop reason). Preflight runs the same load on
+a local source, so the command line reports these before any work starts.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from sumpref.config import DataConfig
 
 
 class DataError(ValueError):
-    """The data source cannot be used; the message names the file, row or column."""
+    """The data source cannot be used; the message (one line) names the file, row or column."""
+
+
+FORMATS = (".jsonl", ".json", ".parquet")  # JSON lines (either suffix) or Parquet: what `_read_local` reads
 
 
 @dataclass
@@ -37,22 +42,46 @@ class LoadResult:
             counts[d["reason"]] = counts.get(d["reason"], 0) + 1
         return dict(sorted(counts.items()))
 
+    def summary(self) -> str:
+        """`2 usable articles of 14 rows (invalid_json 5, too_short 4, ...)`: the rows examined, by outcome
+        (every drop is one row; the commonest reason first)."""
+        n = len(self.rows)
+        reasons = sorted(self.drop_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+        why = f" ({', '.join(f'{r} {c}' for r, c in reasons)})" if reasons else ""
+        return f"{n} usable article{'s' * (n != 1)} of {n + len(self.drops)} rows{why}"
+
+
+def _unsupported(source: str, found: list[Path]) -> DataError:
+    """No file of `found` (what `source` names) has a supported format."""
+    if found == [Path(source)]:
+        what = f"is a {found[0].suffix} file" if found[0].suffix else "has no file extension"
+    elif found:
+        kinds = sorted({f.suffix or f.name for f in found})
+        what = f"holds no file of a supported format (found: {', '.join(kinds[:6])}{', ...' * (len(kinds) > 6)})"
+    else:
+        what = "matches no file"
+    return DataError(f"data.source: {source!r} {what}; supported formats: {', '.join(FORMATS)} (.json as JSON lines)")
+
 
 def local_files(source: str) -> list[Path] | None:
-    """The local files `source` names (file, directory or glob), or None if it is not local."""
+    """The local files `source` names (file, directory or glob), or None if it is not local.
+
+    A folder or glob keeps its files of a supported format (`FORMATS`); a file of another format,
+    or a folder or glob with none, is a `DataError` naming the supported ones."""
     p = Path(source)
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix in (".jsonl", ".json", ".parquet"))
+        found = sorted(p.iterdir())
     elif any(ch in source for ch in "*?["):
-        files = sorted(Path(f) for f in glob.glob(source))
+        found = sorted(Path(f) for f in glob.glob(source))
     elif p.exists():
-        files = [p]
-    elif p.suffix in (".jsonl", ".json", ".parquet") or source.startswith((".", "/")):
+        found = [p]
+    elif p.suffix in FORMATS or source.startswith((".", "/")):
         raise DataError(f"data.source: local file {source!r} does not exist")
     else:
         return None
+    files = [f for f in found if f.suffix in FORMATS]
     if not files:
-        raise DataError(f"data.source: {source!r} matches no .jsonl/.parquet files")
+        raise _unsupported(source, found)
     return files
 
 
@@ -140,7 +169,9 @@ def normalise_text(text: str) -> str:
 
 
 def load_articles(cfg: DataConfig) -> LoadResult:
-    """Read, validate, shuffle (seeded), dedup and subset articles; no truncation or split yet."""
+    """Read, validate, shuffle (seeded), dedup and subset articles; no truncation or split yet.
+
+    A source with no usable row is a `DataError` naming it, with the drop counts by reason."""
     drops: list[dict] = []
     files = local_files(cfg.source)
     if files is not None:
@@ -192,7 +223,28 @@ def load_articles(cfg: DataConfig) -> LoadResult:
         seen_text.add(norm)
         hl = r.get(cfg.highlights_column)
         kept.append({"id": rid, "article": text.strip(), "highlights": hl if isinstance(hl, str) and hl.strip() else None, "source": src})
-    return LoadResult(rows=kept, drops=drops)
+    res = LoadResult(rows=kept, drops=drops)
+    if not kept:
+        raise DataError(f"data.source: {cfg.source!r} has {res.summary()}")
+    return res
+
+
+def n_eval_articles(n: int, eval_fraction: float, min_eval: int) -> int:
+    """How many of `n` articles the split holds out for evaluation."""
+    return max(min_eval, round(eval_fraction * n))
+
+
+def require_split(res: LoadResult, cfg: DataConfig) -> None:
+    """A `DataError` (naming the source, with the drop counts) unless `res` leaves at least one
+    training article besides the evaluation ones; checked before any model is loaded."""
+    n = len(res.rows)
+    n_eval = n_eval_articles(n, cfg.eval_fraction, cfg.min_eval_articles)
+    if n_eval < n:
+        return
+    limit = f" (data.num_articles={cfg.num_articles})" if n >= cfg.num_articles else ""
+    raise DataError(f"data.source: {cfg.source!r} has {res.summary()}{limit}: too few for {n_eval} evaluation "
+                    f"and at least 1 training article (data.min_eval_articles={cfg.min_eval_articles}, "
+                    f"data.eval_fraction={cfg.eval_fraction})")
 
 
 def truncate_articles(rows: list[dict], tokenizer, max_tokens: int) -> None:
@@ -214,8 +266,8 @@ def truncate_articles(rows: list[dict], tokenizer, max_tokens: int) -> None:
 
 def assign_split(rows: list[dict], eval_fraction: float, min_eval: int, seed: int) -> None:
     """Article-level split (in place): no article contributes to both training and evaluation."""
-    n_eval = max(min_eval, round(eval_fraction * len(rows)))
-    if n_eval >= len(rows):
+    n_eval = n_eval_articles(len(rows), eval_fraction, min_eval)
+    if n_eval >= len(rows):  # `require_split` says so with the source and its drop counts, earlier
         raise DataError(f"data: {len(rows)} articles kept, too few for {n_eval} evaluation articles")
     order = list(range(len(rows)))
     random.Random(seed + 1).shuffle(order)

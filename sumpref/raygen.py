@@ -7,11 +7,18 @@ so a run killed midway loses at most the shards in flight. Each execution is app
 `logs/executions.jsonl` (outside the fingerprint: shard, rows, driver pid, actor node and pid,
 who wrote the file), which makes resumption observable.
 
+Accounting belongs to the kept shards, not to the attempt that finishes the stage: each shard's
+backend stats (tokens, requests, retries, GPU seconds, cost, errors) are written to
+`logs/stats/shard-NNNNN.json` just before the shard itself (outside the fingerprint: they hold
+timings), and `run_shards` returns their sum over all shards, whichever attempt wrote each. So a
+resumed stage's `backend` equals an uninterrupted one's (up to timings); a record without its
+shard (killed in between) is overwritten when the shard is computed again.
+
 Where a shard goes: on a local root the actor returns its rows and the driver writes
 `shards/shard-NNNNN.parquet`. On a remote root (`out_dir` is a stage's staging folder, see
-`artifacts.store_location`) the actor writes its shard straight to the store (one PUT: visible
-whole or not at all) and returns only counts, stats and its node, so output rows never pass
-through the driver; which shards are done is read from the store. A shard's input is either its
+`artifacts.store_location`) the actor writes its stats record and then its shard straight to the
+store (one PUT each: visible whole or not at all) and returns only counts, stats and its node, so
+output rows never pass through the driver; which shards are done is read from the store. A shard's input is either its
 rows, or a `RowSlice` (rows `index` of an upstream parquet file in the store) that the actor reads
 itself: the stages pass slices where the input is an upstream file's rows unchanged (articles), and
 rows where the driver joins inputs (summaries with their questions).
@@ -25,7 +32,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -105,6 +112,35 @@ def shard_path(out_dir: Path, i: int) -> Path:
     return out_dir / SHARDS / f"shard-{i:05d}.parquet"
 
 
+def stats_path(out_dir: Path, i: int) -> Path:
+    """Where shard `i`'s backend stats are recorded (in `logs/`: not fingerprinted, they hold timings)."""
+    return out_dir / "logs" / "stats" / f"shard-{i:05d}.json"
+
+
+def encode_stats(stats: BackendStats) -> bytes:
+    return json.dumps(asdict(stats), sort_keys=True).encode()
+
+
+def write_shard(out_dir: Path, i: int, rows: list[dict], stats: BackendStats) -> None:
+    """Shard `i` on a local root (the driver writes it): its stats record first, then its rows, so a
+    shard file never exists without the stats of the execution that wrote it."""
+    storage.write_bytes(str(stats_path(out_dir, i)), encode_stats(stats))  # no fault point: not a data file
+    write_table(shard_path(out_dir, i), rows)
+
+
+def kept_stats(out_dir: Path, n: int) -> tuple[BackendStats, int]:
+    """The summed stats records of shards 0..n-1, and how many shards have none (written before
+    records existed, or by hand)."""
+    total, missing = BackendStats(), 0
+    for i in range(n):
+        p = stats_path(out_dir, i)
+        if not p.exists():
+            missing += 1
+            continue
+        total.add(BackendStats(**json.loads(p.read_bytes())))
+    return total, missing
+
+
 def _shard_location(out_dir: Path, i: int) -> str | Path:
     """Where shard `i` lives: its URI in the store (remote root) or its local path."""
     return store_location(shard_path(out_dir, i)) or shard_path(out_dir, i)
@@ -135,14 +171,17 @@ def _actor_class():
             worker.load()
             self.worker = worker
 
-        def run(self, i: int, shard: list[dict] | RowSlice, dest: str | None):
-            """Run one shard; write it to `dest` (a store URI) and return no rows, or return the rows."""
+        def run(self, i: int, shard: list[dict] | RowSlice, dest: tuple[str, str] | None):
+            """Run one shard; write its stats record and then its rows to `dest` (store URIs) and
+            return no rows, or return the rows."""
             out, stats = self.worker.run(_input_rows(shard, self.tables))
             done = {"shard": i, "rows": len(out), "stats": stats, "pid": os.getpid(),
                     "node": ray.get_runtime_context().get_node_id()}  # node: logged, for multi-node checks
             if dest is None:
                 return {**done, "out": out}
-            storage.write_bytes(dest, encode_table(out))
+            shard_uri, stats_uri = dest
+            storage.write_bytes(stats_uri, encode_stats(stats))
+            storage.write_bytes(shard_uri, encode_table(out))
             return {**done, "out": None}
 
     return ShardActor
@@ -212,10 +251,10 @@ def _start_actors(key: tuple | None, n: int, opts: dict, secret_env: dict, worke
 def run_shards(out_dir: Path, shards: list[list[dict] | RowSlice], worker: ShardWorker, *, replicas: int = 1,
                num_cpus: float = 1, num_gpus: float = 0, accelerator_type: str | None = None,
                runtime_env: dict | None = None, desc: str = "shards") -> dict:
-    """Run `worker` over every shard not yet written; return counts and summed backend stats."""
+    """Run `worker` over every shard not yet written; return counts and the backend stats summed over
+    every shard's record (`backend`), those of shards an earlier attempt wrote included."""
     done_before = _done_shards(out_dir, len(shards))
     pending = [i for i in range(len(shards)) if i not in done_before]
-    stats = BackendStats()
     info = {"shards": len(shards), "shards_reused": len(shards) - len(pending), "shards_computed": 0}
     if pending:
         import ray
@@ -234,7 +273,7 @@ def run_shards(out_dir: Path, shards: list[list[dict] | RowSlice], worker: Shard
         actors = _start_actors(key, min(replicas, len(pending)), opts, secret_env, worker)
         queue = list(pending)
         in_flight = {}
-        dest = {i: store_location(shard_path(out_dir, i)) for i in pending}  # None: the driver writes
+        dest = {i: _store_dest(out_dir, i) for i in pending}  # None: the driver writes
         for a in actors:
             if queue:
                 i = queue.pop(0)
@@ -247,11 +286,12 @@ def run_shards(out_dir: Path, shards: list[list[dict] | RowSlice], worker: Shard
                 actor = in_flight.pop(done[0])
                 res = ray.get(done[0])
                 if res["out"] is not None:
-                    write_table(shard_path(out_dir, res["shard"]), res["out"])
+                    write_shard(out_dir, res["shard"], res["out"], res["stats"])
+                else:  # the actor wrote both to the store; the staging copy of the record keeps logs/ in step
+                    storage.write_bytes(str(stats_path(out_dir, res["shard"])), encode_stats(res["stats"]))
                 _log_execution(out_dir, res)
                 if res["out"] is None:
                     faults.point("file")  # the actor wrote the shard: the same fault point as the driver's write
-                stats.add(res["stats"])
                 info["shards_computed"] += 1
                 rows_done += res["rows"]
                 bar.update(1)
@@ -273,8 +313,18 @@ def run_shards(out_dir: Path, shards: list[list[dict] | RowSlice], worker: Shard
                 ray.kill(a)
         else:
             _POOL["actors"][key] = actors
-    info["backend"] = stats.__dict__
+    stats, missing = kept_stats(out_dir, len(shards))
+    if missing:
+        log.warning("%s: %d of %d shards have no stats record; their tokens are not counted", desc, missing, len(shards))
+        info["shards_without_stats"] = missing
+    info["backend"] = asdict(stats)
     return info
+
+
+def _store_dest(out_dir: Path, i: int) -> tuple[str, str] | None:
+    """Where an actor writes shard `i` and its stats record in the store (remote root), or None."""
+    shard_uri = store_location(shard_path(out_dir, i))
+    return None if shard_uri is None else (shard_uri, store_location(stats_path(out_dir, i)))
 
 
 def _log_execution(out_dir: Path, res: dict) -> None:

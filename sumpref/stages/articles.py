@@ -13,7 +13,7 @@ from sumpref.config import RunConfig
 
 
 def articles_spec(cfg: RunConfig) -> StageSpec:
-    from sumpref.data import assign_split, load_articles, source_fingerprint, truncate_articles
+    from sumpref.data import assign_split, load_articles, require_split, source_fingerprint, truncate_articles
 
     def produce(out: Path) -> dict:
         from transformers import AutoTokenizer
@@ -21,6 +21,7 @@ def articles_spec(cfg: RunConfig) -> StageSpec:
         from sumpref.models import resolve_model
 
         res = load_articles(cfg.data)
+        require_split(res, cfg.data)  # before the tokenizer loads; a DataError fails the task without retries
         truncate_articles(res.rows, AutoTokenizer.from_pretrained(resolve_model(cfg.policy.model)), cfg.data.max_article_tokens)
         assign_split(res.rows, cfg.data.eval_fraction, cfg.data.min_eval_articles, cfg.data.seed)
         write_table(out / "articles.parquet", res.rows)

@@ -1,5 +1,7 @@
 """SIGKILL the pipeline and rerun it; the rerun ends with the artifacts of an uninterrupted run of
-the same config and seed (`clean`, one local run that every test here compares against).
+the same config and seed (`clean`, one local run that every test here compares against): the same
+data, and the same generation accounting (token counts and requests per stage and in the report,
+summed over the kept shards whichever attempt wrote them).
 
 - Inside every stage (load, questions, sampling, judging, pairs, reference log-probs, training,
   evaluation), one after the other on the same artifact root; training resumes from its
@@ -104,16 +106,40 @@ def fingerprints(refs: dict) -> dict:
     return {stage: load_ref(uri).fingerprint for stage, uri in refs.items()}
 
 
+COUNTS = ("prompt_tokens", "output_tokens", "requests")  # not timings, GPU seconds or retries
+
+
+def token_counts(obj, where: str = "") -> dict:
+    """Every backend stats dict inside `obj` (a stage's `info`, a report's accounting), by its path:
+    its token counts and requests."""
+    if not isinstance(obj, dict):
+        return {}
+    if "prompt_tokens" in obj:
+        return {where: {k: obj.get(k) for k in COUNTS}}
+    return {k: v for key, sub in obj.items() for k, v in token_counts(sub, f"{where}/{key}").items()}
+
+
+def accounting(refs: dict) -> dict:
+    """Generation accounting in each stage's meta.json, by stage (the stages that generate)."""
+    from sumpref.artifacts import load_ref
+
+    return {f"{stage}{where}": c for stage, uri in refs.items() for where, c in token_counts(load_ref(uri).meta()["info"]).items()}
+
+
 def final_state(refs: dict) -> dict:
     """What must not depend on the kills: every data stage's fingerprint, the adapter weights, the
-    evaluated summaries and metrics (training metrics also hold timings and `resumed_from`)."""
+    evaluated summaries and metrics (training metrics also hold timings and `resumed_from`), and the
+    generation accounting of the stages and the report."""
     from sumpref.artifacts import load_ref
 
     got = {stage: fp for stage, fp in fingerprints(refs).items() if stage in BYTE_EQUAL}
     dpo, ev = load_ref(refs["dpo"]).path, load_ref(refs["eval"]).path
     got["adapter_weights"] = digest(dpo / "adapter" / "adapter_model.safetensors")
     got["eval_summaries"] = digest(*sorted(ev.glob("summaries_*.parquet")))
-    got["eval_models"] = json.loads((ev / "report.json").read_text())["models"]
+    report = json.loads((ev / "report.json").read_text())
+    got["eval_models"] = report["models"]
+    got["accounting"] = accounting(refs)
+    got["report_accounting"] = token_counts(report.get("accounting", {}))
     return got
 
 
@@ -123,6 +149,7 @@ def clean(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("clean")
     refs = run(root)
     assert json.loads((stage_dir(root, "dpo") / "adapter" / "metrics.json").read_text())["resumed_from"] == 0
+    assert accounting(refs)["samples/backend"]["prompt_tokens"] > 0  # the accounting compared below is not empty
     return refs
 
 
@@ -178,6 +205,8 @@ def test_sigkill_during_sampling_on_two_actors_then_resume(tmp_path, clean):
     assert json.loads((sample_dir / "meta.json").read_text())["info"]["shards_reused"] == len(done_before)
     got = fingerprints(resumed)
     assert got == {stage: fp for stage, fp in fingerprints(clean).items() if stage in got}  # stage by stage
+    # The sampling stage's tokens are those of all 4 kept shards, not of the 2 the rerun computed.
+    assert accounting(resumed) == accounting({stage: uri for stage, uri in clean.items() if stage in resumed})
 
 
 class Node:

@@ -92,6 +92,7 @@ def test_actors_write_shards_straight_to_the_store(s3, local_fingerprint, tmp_pa
     assert rc == 0, out[-3000:]
     ref = ref_of(out)
     assert sorted(storage.list_files(f"{ref['uri']}/shards")) == [f"shard-{i:05d}.parquet" for i in range(N_SHARDS)]
+    assert storage.list_files(f"{ref['uri']}/logs/stats") == [f"shard-{i:05d}.json" for i in range(N_SHARDS)]  # accounting
     assert staged_shards(cache) == []  # no shard ever passed through the driver's staging folder
     log = executions(ref["uri"])
     assert sorted(e["shard"] for e in log) == list(range(N_SHARDS))
@@ -126,5 +127,6 @@ def test_killed_run_resumes_from_store_shards_on_another_machine(s3, local_finge
     assert sorted(e["shard"] for e in rerun) == sorted(set(range(N_SHARDS)) - set(done_before))
     meta = json.loads(storage.read_text(f"{uri}/meta.json"))
     assert meta["info"]["shards_reused"] == len(done_before) and meta["info"]["shards_computed"] == len(rerun)
+    assert "shards_without_stats" not in meta["info"]  # the killed run's records came from the store too
     assert ref_of(out)["fingerprint"] == local_fingerprint
     assert "_LOCK" not in storage.list_files(uri)

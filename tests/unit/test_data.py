@@ -3,7 +3,7 @@ import json
 import pytest
 
 from sumpref.config import DataConfig
-from sumpref.data import DataError, assign_split, load_articles, truncate_articles
+from sumpref.data import DataError, assign_split, load_articles, require_split, truncate_articles
 
 ARTICLE = "The council voted on Tuesday to build a bridge. " * 10
 
@@ -85,3 +85,52 @@ def test_split_is_article_level_and_seeded():
     assert sum(r["split"] == "eval" for r in rows) == 10
     with pytest.raises(DataError, match="too few"):
         assign_split([{"id": "a"}], 0.5, 1, seed=0)
+
+
+def test_no_usable_row_is_one_line_naming_the_source_with_counts_by_reason(tmp_path):
+    rows = [{"id": str(i), "highlights": "x"} for i in range(4)] + [{"id": f"s{i}", "article": "too short"} for i in range(3)]
+    p = write_jsonl(tmp_path / "x.jsonl", rows, raw_lines=[b"{not json"] * 5)
+    with pytest.raises(DataError) as e:
+        load_articles(cfg(p))
+    assert str(e.value) == (f"data.source: {str(p)!r} has 0 usable articles of 12 rows "
+                            "(invalid_json 5, missing_article 4, too_short 3)")
+
+
+def test_empty_file_has_no_usable_row(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"has 0 usable articles of 0 rows$"):
+        load_articles(cfg(tmp_path / "empty.jsonl"))
+
+
+@pytest.mark.parametrize("name, message", [
+    ("x.csv", "is a .csv file"),
+    ("x", "has no file extension"),
+])
+def test_unsupported_file_format_names_the_supported_ones(tmp_path, name, message):
+    (tmp_path / name).write_text("id,article\n1,some text\n")
+    with pytest.raises(DataError) as e:
+        load_articles(cfg(tmp_path / name))
+    assert message in str(e.value) and "supported formats: .jsonl, .json, .parquet" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_folder_or_glob_without_a_supported_file(tmp_path):
+    (tmp_path / "a.csv").write_text("id,article\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"id": "b", "article": ARTICLE}) + "\n")
+    with pytest.raises(DataError, match=r"'.*\*\.csv' holds no file of a supported format \(found: \.csv\); supported formats"):
+        load_articles(cfg(tmp_path / "*.csv"))
+    assert [r["id"] for r in load_articles(cfg(tmp_path / "*")).rows] == ["b"]  # a glob keeps its supported files
+    with pytest.raises(DataError, match="matches no file"):
+        load_articles(cfg(tmp_path / "*.nothing"))
+
+
+def test_too_few_articles_for_the_split_names_the_source_and_counts(tmp_path):
+    p = write_jsonl(tmp_path / "x.jsonl", [{"id": "a", "article": ARTICLE}, {"id": "b", "article": "short"}])
+    res = load_articles(cfg(p))
+    with pytest.raises(DataError) as e:
+        require_split(res, cfg(p))
+    assert str(e.value).startswith(f"data.source: {str(p)!r} has 1 usable article of 2 rows (too_short 1): too few "
+                                   "for 1 evaluation and at least 1 training article")
+    require_split(load_articles(cfg(write_jsonl(tmp_path / "y.jsonl", [{"id": "a", "article": ARTICLE + "a"},
+                                                                        {"id": "b", "article": ARTICLE + "b"}]))),
+                  cfg(tmp_path / "y.jsonl"))  # two are enough for one of each

@@ -1,5 +1,6 @@
 """Preflight: each unusable input is one problem naming its field, found before any work."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -14,10 +15,14 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+ARTICLE = "The council voted on Tuesday to build a new bridge over the river. " * 4
+
+
 @pytest.fixture
 def data_file(tmp_path):
+    """Two usable articles: one to train on, one to evaluate (preflight loads a local source)."""
     f = tmp_path / "articles.jsonl"
-    f.write_text('{"id": "1", "article": "text"}\n')
+    f.write_text("".join(json.dumps({"id": str(i), "article": f"{ARTICLE}{i}"}) + "\n" for i in range(2)))
     return f
 
 
@@ -42,6 +47,19 @@ def test_missing_data_source(tmp_path, data_file, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     problems = check(cfg(tmp_path, data_file, data={"source": str(tmp_path / "nope.jsonl")}))
     assert fields(problems) == ["data.source"] and "does not exist" in problems[0].problem
+
+
+def test_data_source_without_usable_rows_is_one_problem_with_counts(tmp_path, data_file, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{not json\n{"id": "1"}\n{"id": "2", "article": "too short"}\n')
+    problems = check(cfg(tmp_path, data_file, data={"source": str(bad)}))
+    assert [str(p) for p in problems] == [f"data.source: {str(bad)!r} has 0 usable articles of 3 rows "
+                                          "(invalid_json 1, missing_article 1, too_short 1)"]
+    csv = tmp_path / "x.csv"
+    csv.write_text("id,article\n")
+    problems = check(cfg(tmp_path, data_file, data={"source": str(csv)}))
+    assert fields(problems) == ["data.source"] and "supported formats: .jsonl, .json, .parquet" in problems[0].problem
 
 
 def test_unreadable_data_source(tmp_path, data_file, monkeypatch):
