@@ -19,18 +19,29 @@ from prefect import flow, get_run_logger
 from sumpref.config import ConfigError
 from sumpref.evalflow_config import EvalFlowConfig, load_eval_config, preflight_eval
 from sumpref.preflight import PreflightError
-from tasks.evaluate import eval_articles, eval_compare, eval_model, eval_questions, publish_comparison
+from sumpref.artifacts import ArtifactRef
+from sumpref.stages.evaluation import model_order
+from tasks.evaluate import eval_articles, eval_compare, eval_model, eval_questions, publish_report
+
+
+def evaluate_on(config: EvalFlowConfig, articles: ArtifactRef, questions: ArtifactRef,
+                run: dict[str, ArtifactRef] | None = None, adapters: list[ArtifactRef] | None = None) -> ArtifactRef:
+    """Every model's summaries judged (a task each; a length-matched baseline after its model), then
+    the comparison: the one evaluation path of this flow, the pipeline and the nightly rounds."""
+    judged: dict[str, ArtifactRef] = {}
+    for m in model_order(config):
+        judged[m.name] = eval_model(config, m, articles, questions, judged.get(m.match_length or "")).result()
+    ordered = {m.name: judged[m.name] for m in config.models}
+    return eval_compare(config, articles, questions, ordered, run, adapters).result()
 
 
 @flow(name="sumpref-evaluate")
 def evaluate_models(config: EvalFlowConfig = EvalFlowConfig()) -> str:
     """Summaries of every model, judged, compared with the baseline; returns the path of report.md."""
     preflight_eval(config)  # missing adapters or data fail here, before any work (also from a deployment)
-    articles = eval_articles(config)
-    questions = eval_questions(config, articles)
-    judged = {m.name: eval_model(config, m, articles, questions) for m in config.models}
-    report = eval_compare(config, articles, questions, judged)
-    path = publish_comparison(report)
+    articles = eval_articles(config).result()
+    questions = eval_questions(config, articles).result()
+    path = publish_report(evaluate_on(config, articles, questions))
     get_run_logger().info("Report: %s", path)
     return path
 

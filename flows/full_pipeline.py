@@ -17,8 +17,10 @@ from prefect import flow, get_run_logger  # noqa: E402
 
 from sumpref.config import ConfigError, RunConfig, load_config  # noqa: E402
 from sumpref.preflight import PreflightError, preflight  # noqa: E402
-from tasks.report import publish_report  # noqa: E402
-from tasks.stages import (build_pairs, evaluate, judge_summaries, load_articles, merge_adapter,  # noqa: E402
+from flows.evaluate import evaluate_on  # noqa: E402
+from sumpref.stages.evaluation import run_eval_config  # noqa: E402
+from tasks.evaluate import publish_report  # noqa: E402
+from tasks.stages import (build_pairs, judge_summaries, load_articles, merge_adapter,  # noqa: E402
                           reference_logprobs, sample_summaries, train_dpo, write_questions)
 
 
@@ -46,7 +48,7 @@ def full_pipeline(config: RunConfig = RunConfig()) -> str:
         if rnd < cfg.iterations:
             merged = merge_adapter(cfg, policy.model, adapter).result()
             policy = policy.model_copy(update={"model": merged.child("model"), "adapter": None})
-    report = evaluate(cfg, articles, eval_questions, tuned, adapters, upstream).result()
+    report = evaluate_on(run_eval_config(cfg, tuned), articles, eval_questions, upstream, adapters)
     path = publish_report(report)
     get_run_logger().info("Report: %s", path)
     return path

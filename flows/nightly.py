@@ -18,11 +18,13 @@ from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
 
+from flows.evaluate import evaluate_on
 from flows.full_pipeline import cli
 from sumpref.config import RunConfig
 from sumpref.nightly import check_nightly, round_config
+from sumpref.stages.evaluation import run_eval_config
 from tasks.champion import decide_round, publish_rounds, read_champion, record_round, select_articles, used_articles
-from tasks.stages import (build_pairs, evaluate, judge_summaries, load_articles, merge_adapter, reference_logprobs,
+from tasks.stages import (build_pairs, judge_summaries, load_articles, merge_adapter, reference_logprobs,
                           sample_summaries, train_dpo, write_questions)
 
 
@@ -40,7 +42,7 @@ def run_round(cfg: RunConfig, day: str, rnd: int, champ: dict, exclude: list[str
     adapter = train_dpo(rcfg, pairs, champ["model"], refprobs).result()
     tuned = rcfg.policy.model_copy(update={"adapter": adapter.child("adapter")})
     upstream = {"articles": articles, "questions": questions, "samples": samples, "judged": judged, "pairs": pairs}
-    report = evaluate(rcfg, articles, questions, tuned, [adapter], upstream).result()
+    report = evaluate_on(run_eval_config(rcfg, tuned), articles, questions, upstream, [adapter])
     promoted = decide_round(cfg, report)
     merged = merge_adapter(rcfg, champ["model"], adapter).result().child("model") if promoted else None
     return record_round(cfg, day, rnd, champ, adapter, report, articles, promoted, merged)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import threading
 import time
@@ -96,11 +97,29 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def stage_key(stage: str, config_slice: Any, upstream: list[ArtifactRef | str], code_version: str) -> str:
-    """sha256 over sorted JSON of exactly what decides the stage's output."""
+def root_relative(obj: Any, root: str | Path) -> Any:
+    """`obj` (JSON-like) with every mention of the artifact root, as a path or a URI, replaced by
+    `{root}`: a key names an upstream artifact by its place in the store (itself content-addressed),
+    never by where the store lies, so the same run under another root has the same keys."""
+    uri = storage.normalise(root)
+    forms = {uri} | ({str(storage.local_path(uri))} if not storage.is_remote(uri) else set())
+    pattern = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)) + r"(?=/|$|\s|,)")
+    if isinstance(obj, str):
+        return pattern.sub("{root}", obj)
+    if isinstance(obj, dict):
+        return {k: root_relative(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [root_relative(v, root) for v in obj]
+    return obj
+
+
+def stage_key(stage: str, config_slice: Any, upstream: list[ArtifactRef | str], code_version: str,
+              root: str | Path | None = None) -> str:
+    """sha256 over sorted JSON of exactly what decides the stage's output (with `root`: the config
+    slice `root_relative`)."""
     material = {
         "stage": stage,
-        "config": config_slice,
+        "config": root_relative(config_slice, root) if root is not None else config_slice,
         "upstream": [u.fingerprint if isinstance(u, ArtifactRef) else u for u in upstream],
         "code": f"{__version__}/{code_version}",
     }
@@ -265,7 +284,7 @@ def run_stage(
     files a killed attempt left there) and returns `{"rows": int, ...counts}`; that dict goes
     into meta.json.
     """
-    key = stage_key(stage, config_slice, upstream, code_version)
+    key = stage_key(stage, config_slice, upstream, code_version, root)
     uri = storage.join(storage.normalise(root), stage, key)
     remote = storage.is_remote(uri)
     out = cache_dir(uri) if remote else storage.local_path(uri)

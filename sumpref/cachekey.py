@@ -127,7 +127,7 @@ class StageSpec:
 
     @functools.cached_property
     def key(self) -> str:
-        return stage_key(self.stage, self.config, self.upstream, self.code)
+        return stage_key(self.stage, self.config, self.upstream, self.code, self.root)
 
     @property
     def uri(self) -> str:

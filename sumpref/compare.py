@@ -7,11 +7,16 @@ actors through `run_shards` (a killed run resumes by shard):
 - `eval_articles`: `articles.parquet` (`id, article, highlights, truncated, n_words, orig_words,
   source`) and `drops.parquet`, from any `DataConfig` source, optionally one `split` of it.
 - `eval_questions`: shards of `article_id, questions, error` (the judge's questions, once).
-- `eval_model` (one per model): `gen/` shards of greedy summaries, `judged/` shards of the same
-  rows with `answers, n_correct, judge_error`. Its key holds the model's config and a fingerprint
-  of its local adapter/model files, not its name, so a renamed model reuses its summaries.
-- `eval_compare`: `report.json`, `report.md`, `report.png` (paired differences vs the baseline)
-  and `summaries_<name>.parquet` per model (`sumpref.evaluate` computes the metrics).
+- `eval_model` (one per model or extractive baseline, `sumpref.lead`): `gen/` shards of greedy
+  summaries (a baseline's cut from the article, optionally to another model's word count),
+  `judged/` shards of the same rows with `answers, n_correct, judge_error`. Its key holds the
+  model's config (store paths as `{root}/...`, `artifacts.root_relative`) and a fingerprint of its local adapter/model files,
+  not its name, so a renamed model reuses its summaries.
+- `eval_compare`: `report.json`, `report.md`, `report.png` (per-model metrics, paired comparisons)
+  and `summaries_<name>.parquet` per model (`sumpref.evaluate` computes the metrics); for a
+  pipeline run also its training curves, drops and generation accounting.
+
+The pipeline's evaluation is these stages too (`sumpref.stages.evaluation`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from sumpref.artifacts import ArtifactRef, atomic_write_text, read_table, write_
 from sumpref.backends.base import SamplingParams
 from sumpref.cachekey import StageSpec
 from sumpref.evalflow_config import EvalFlowConfig, EvalModel
+from sumpref.pairs import failed_reason
 from sumpref.raygen import read_shards, run_shards
 from sumpref.stages.shards import chunks, judge_resources, judge_shard_size, question_map, resources
 
@@ -47,7 +53,7 @@ def local_files_fingerprint(path: str | None, full_bytes_below: int = 1 << 26) -
     return h.hexdigest()[:20]
 
 
-def articles_stage(cfg: EvalFlowConfig) -> ArtifactRef:
+def articles_spec(cfg: EvalFlowConfig) -> StageSpec:
     """The evaluation articles: loaded, deduplicated and truncated as a pipeline run does."""
     from sumpref.data import local_files, source_fingerprint
 
@@ -76,7 +82,7 @@ def articles_stage(cfg: EvalFlowConfig) -> ArtifactRef:
                          "is a hub dataset (choose its split with data.split)")
     config = {"data": cfg.data.model_dump(), "files": source_fingerprint(cfg.data), "split": cfg.split,
               "num_articles": cfg.num_articles, "tokenizer": cfg.tokenizer}
-    return StageSpec(cfg.root, "eval_articles", config, [], __name__, produce).run()
+    return StageSpec(cfg.root, "eval_articles", config, [], __name__, produce)
 
 
 def _ids_in_split(cfg: EvalFlowConfig, split: str) -> set[str]:
@@ -92,7 +98,7 @@ def _empty_drops():
     return pa.table({k: pa.array([], pa.string()) for k in ("source", "id", "reason", "detail")})
 
 
-def questions_stage(cfg: EvalFlowConfig, articles: ArtifactRef) -> ArtifactRef:
+def questions_spec(cfg: EvalFlowConfig, articles: ArtifactRef) -> StageSpec:
     """The judge's questions for every article, written once and shared by every model."""
     from sumpref.judges import QuestionWriter
 
@@ -107,77 +113,138 @@ def questions_stage(cfg: EvalFlowConfig, articles: ArtifactRef) -> ArtifactRef:
         return info
 
     return StageSpec(cfg.root, "eval_questions", {"judge": judge.model_dump(), "seed": cfg.seed}, [articles], __name__,
-                     produce).run()
+                     produce)
 
 
-def model_stage(cfg: EvalFlowConfig, model: EvalModel, articles: ArtifactRef, questions: ArtifactRef) -> ArtifactRef:
-    """One model's summaries of every article that has questions, judged."""
+def eval_rows(cfg: EvalFlowConfig, articles: ArtifactRef, qmap: dict[str, str]) -> list[dict]:
+    """The articles evaluated: those with questions, and of `cfg.split` where the file has splits (a
+    pipeline run's articles.parquet holds both; the evaluation flow's articles stage already kept one)."""
+    return [r for r in read_table(articles.path / "articles.parquet")
+            if r["id"] in qmap and (cfg.split is None or r.get("split", cfg.split) == cfg.split)]
+
+
+def model_spec(cfg: EvalFlowConfig, model: EvalModel, articles: ArtifactRef, questions: ArtifactRef,
+               match: ArtifactRef | None = None) -> StageSpec:
+    """One model's (or extractive baseline's) summaries of every evaluated article, judged.
+
+    `match`: the judged artifact of the model named by `model.match_length`, whose word counts cut
+    this baseline's summaries article by article."""
     from sumpref.judges import SummaryJudge
+    from sumpref.lead import LeadSummarizer
     from sumpref.sampling import Summarizer
 
     b = model.backend
+    if (match is None) != (model.match_length is None):
+        raise ValueError(f"models[{model.name}].match_length: {model.match_length!r} needs that model's judged artifact")
 
     def produce(out: Path) -> dict:
         qmap = question_map(questions)
-        rows = [r for r in read_table(articles.path / "articles.parquet") if r["id"] in qmap]
-        params = SamplingParams(n=1, temperature=model.temperature, top_p=model.top_p, max_new_tokens=cfg.max_new_tokens,
-                                seed=cfg.seed)
-        shards = chunks(rows, max(1, b.batch_size))
-        gen = run_shards(out / "gen", shards, Summarizer(b, params), desc=f"eval summaries ({model.name})", **resources(b))
+        rows = eval_rows(cfg, articles, qmap)
+        if match is not None:
+            lengths = {r["article_id"]: r["n_words"] for r in judged_rows(match) if not failed_reason(r)}
+            rows = [{**r, "match_words": lengths[r["id"]]} for r in rows if r["id"] in lengths]
+        if model.extract is not None:
+            worker, res, size = LeadSummarizer(model.extract), dict(replicas=1, num_cpus=1, num_gpus=0), 256
+        else:
+            params = SamplingParams(n=1, temperature=model.temperature, top_p=model.top_p,
+                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+            worker, res, size = Summarizer(b, params, cfg.stop_sentences), resources(b), max(1, b.batch_size)
+        shards = chunks(rows, size)
+        gen = run_shards(out / "gen", shards, worker, desc=f"eval summaries ({model.name})", **res)
         gens = [{**g, "questions": qmap[g["article_id"]]} for g in read_shards(out / "gen", len(shards))]
         jshards = chunks(gens, judge_shard_size(cfg.judge, 256))
         jud = run_shards(out / "judged", jshards, SummaryJudge(cfg.judge), desc=f"eval judging ({model.name})",
                          **judge_resources(cfg.judge))
         return {"rows": len(gens), "shards": len(jshards), "generation": gen["backend"], "judging": jud["backend"]}
 
-    slice_ = {"backend": b.model_dump(), "files": {"model": local_files_fingerprint(b.model),
-                                                   "adapter": local_files_fingerprint(b.adapter)},
-              "temperature": model.temperature, "top_p": model.top_p, "max_new_tokens": cfg.max_new_tokens,
-              "seed": cfg.seed, "judge": cfg.judge.model_dump()}
-    return StageSpec(cfg.root, "eval_model", slice_, [articles, questions], __name__, produce).run()
+    if model.extract is not None:
+        what = {"extract": model.extract, "match_length": model.match_length}
+    else:
+        what = {"backend": b.model_dump(), "files": {"model": local_files_fingerprint(b.model),
+                                              "adapter": local_files_fingerprint(b.adapter)},
+                "temperature": model.temperature, "top_p": model.top_p, "max_new_tokens": cfg.max_new_tokens,
+                "stop_sentences": cfg.stop_sentences}
+    slice_ = {**what, "split": cfg.split, "seed": cfg.seed, "judge": cfg.judge.model_dump()}
+    upstream = [articles, questions] + ([match] if match is not None else [])
+    return StageSpec(cfg.root, "eval_model", slice_, upstream, __name__, produce)
 
 
 def judged_rows(ref: ArtifactRef) -> list[dict]:
     return read_shards(ref.path / "judged", ref.meta()["info"]["shards"])
 
 
-def compare_stage(cfg: EvalFlowConfig, articles: ArtifactRef, questions: ArtifactRef,
-                  judged: dict[str, ArtifactRef]) -> ArtifactRef:
-    """Metrics per model and paired differences vs the baseline: report.json/md/png."""
-    from sumpref.evaluate import compare_models, failed_reason, plot_comparison, render_comparison
+def compare_spec(cfg: EvalFlowConfig, articles: ArtifactRef, questions: ArtifactRef, judged: dict[str, ArtifactRef],
+                 run: dict[str, ArtifactRef] | None = None, adapters: list[ArtifactRef] | None = None) -> StageSpec:
+    """Metrics per model and the paired comparisons: report.json/md/png, summaries_<model>.parquet.
+
+    A pipeline run passes its upstream stages (`run`: their drops and generation accounting go into
+    the report) and its DPO `adapters` (training curves)."""
+    from sumpref.evaluate import compare_models, plot_comparison, render_comparison
+
+    run, adapters = run or {}, adapters or []
 
     def produce(out: Path) -> dict:
         qmap = question_map(questions)
-        arts = {r["id"]: r for r in read_table(articles.path / "articles.parquet") if r["id"] in qmap}
+        arts = {r["id"]: r for r in eval_rows(cfg, articles, qmap)}
         rows, drops = {}, {}
         for name, ref in judged.items():
             all_rows = judged_rows(ref)
             drops[name] = _counts([failed_reason(r) for r in all_rows if failed_reason(r)])
             rows[name] = [r for r in all_rows if not failed_reason(r)]  # no output is no evidence either way
             write_table(out / f"summaries_{name}.parquet", all_rows)
-        report = compare_models(rows, arts, cfg.baseline, cfg.pairs, cfg.max_words, cfg.bootstrap_samples, cfg.seed)
+        report = compare_models(rows, arts, cfg.baseline, cfg.pairs, cfg.max_words, cfg.bootstrap_samples, cfg.seed,
+                                cfg.pairs_compared())
+        infos = {name: ref.meta()["info"] for name, ref in run.items()}
         q_drops = questions.meta()["info"].get("drops", {})
         report.update(
             name=cfg.name, data_source=cfg.data.source + (f" (split {cfg.split})" if cfg.split else ""),
-            judge=cfg.judge.kind if cfg.judge.kind == "cloze" else cfg.judge.backend.model,
-            drops={**({"(questions)": q_drops} if q_drops else {}), **drops},
+            judge=cfg.judge.kind if cfg.judge.kind != "llm" else cfg.judge.backend.model,
+            drops={**{n: i["drops"] for n, i in infos.items() if i.get("drops")},
+                   **({"(questions)": q_drops} if q_drops else {}), **drops},
             model_specs={m.name: _describe(m) for m in cfg.models},
-            accounting={name: ref.meta()["info"] for name, ref in judged.items()},
-            artifacts={"articles": articles.uri, "questions": questions.uri, **{n: r.uri for n, r in judged.items()}})
+            training=[a.meta()["info"] for a in adapters],
+            accounting={**{n: i["backend"] for n, i in infos.items() if "backend" in i},
+                        **{f"eval {n} {part}": ref.meta()["info"][part] for n, ref in judged.items()
+                           for part in ("generation", "judging")}},
+            artifacts={"articles": articles.uri, "questions": questions.uri, **{n: r.uri for n, r in run.items()},
+                       **{f"adapter_round{i}": a.uri + "/adapter" for i, a in enumerate(adapters, 1)},
+                       **{n: r.uri for n, r in judged.items()}})
         plot_comparison(report, out / "report.png")
         report["plot"] = "report.png"
         atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str))
         atomic_write_text(out / "report.md", render_comparison(report))
         return {"rows": report["n_articles"],
-                "win_rates": {m: c["win_rate"]["value"] for m, c in report["comparisons"].items()}}
+                "win_rates": {c: v["win_rate"]["value"] for c, v in report["comparisons"].items()}}
 
-    slice_ = {"name": cfg.name, "baseline": cfg.baseline, "pairs": cfg.pairs.model_dump(), "max_words": cfg.max_words,
-              "bootstrap_samples": cfg.bootstrap_samples, "seed": cfg.seed, "models": list(judged),
-              "specs": {m.name: _describe(m) for m in cfg.models}}
-    return StageSpec(cfg.root, "eval_compare", slice_, [articles, questions, *judged.values()], __name__, produce).run()
+    slice_ = {"name": cfg.name, "baseline": cfg.baseline, "compared": cfg.pairs_compared(), "pairs": cfg.pairs.model_dump(),
+              "max_words": cfg.max_words, "bootstrap_samples": cfg.bootstrap_samples, "seed": cfg.seed,
+              "split": cfg.split, "models": list(judged), "specs": {m.name: _describe(m) for m in cfg.models},
+              "run": sorted(run)}
+    upstream = [articles, questions, *judged.values(), *run.values(), *adapters]
+    return StageSpec(cfg.root, "eval_compare", slice_, upstream, __name__, produce)
+
+
+def articles_stage(cfg: EvalFlowConfig) -> ArtifactRef:
+    return articles_spec(cfg).run()
+
+
+def questions_stage(cfg: EvalFlowConfig, articles: ArtifactRef) -> ArtifactRef:
+    return questions_spec(cfg, articles).run()
+
+
+def model_stage(cfg: EvalFlowConfig, model: EvalModel, articles: ArtifactRef, questions: ArtifactRef,
+                match: ArtifactRef | None = None) -> ArtifactRef:
+    return model_spec(cfg, model, articles, questions, match).run()
+
+
+def compare_stage(cfg: EvalFlowConfig, articles: ArtifactRef, questions: ArtifactRef, judged: dict[str, ArtifactRef],
+                  run: dict[str, ArtifactRef] | None = None, adapters: list[ArtifactRef] | None = None) -> ArtifactRef:
+    return compare_spec(cfg, articles, questions, judged, run, adapters).run()
 
 
 def _describe(m: EvalModel) -> str:
+    if m.extract is not None:
+        return f"extractive baseline {m.extract}" + (f", cut to {m.match_length}'s length" if m.match_length else "")
     b = m.backend
     s = f"{b.backend}: {b.model}" + (f" + adapter {b.adapter}" if b.adapter else "")
     return s + (f", temperature {m.temperature}" if m.temperature else ", greedy")

@@ -14,6 +14,8 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from sumpref.lead import SPEC_RE
+
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 
 
@@ -190,6 +192,9 @@ class SamplingConfig(Strict):
     temperature: float = Field(0.8, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(100, ge=8)
+    stop_sentences: int | None = Field(None, ge=1, description="stop each summary at the end of its Nth sentence (the "
+                                       "prompt's limit), as a stop sequence would; None: at end of sequence or "
+                                       "max_new_tokens only")
     shard_size: int = Field(16, ge=1, description="articles per shard; a crash loses at most one shard")
     seed: int = 0
 
@@ -203,6 +208,9 @@ class PairsConfig(Strict):
     selection: Literal["rule", "best_worst"] = Field(
         "rule", description="rule: the published preference rule; best_worst: best vs worst of the n samples by score")
     valid_fraction: float = Field(0.1, ge=0, lt=1, description="share of ARTICLES whose pairs go to validation")
+    format_rule: bool = Field(False, description="the prompt's format first: a summary cut at the token limit or with "
+                              "more than max_sentences sentences loses to one that is not; two such summaries make no pair")
+    max_sentences: int = Field(2, ge=1, description="the prompt's sentence limit, for format_rule")
     seed: int = 0
 
 
@@ -305,12 +313,18 @@ DPOConfig = Annotated[
 
 class EvalConfig(Strict):
     max_new_tokens: int = Field(100, ge=8)
+    stop_sentences: int | None = Field(None, ge=1, description="as sampling.stop_sentences, for every evaluated model")
     judge: JudgeConfig | None = Field(None, description="evaluation judge; None = the training judge")
     bootstrap_samples: int = Field(1000, ge=10)
     max_words: int = Field(200, ge=2, description="longer summaries count as too long")
     api_baseline: OpenAIBackendConfig | None = Field(
         None, description="an extra, paid API baseline (e.g. {model: gpt-4o, base_url: https://api.openai.com/v1}); "
         "None: none, whatever keys the environment holds")
+    baselines: list[Annotated[str, Field(pattern=SPEC_RE.pattern)]] = Field(
+        ["lead:3"], description="extractive baselines evaluated beside base and tuned: 'lead:K' (first K sentences), "
+        "'lead-words:N' (first N words)")
+    equal_length: bool = Field(True, description="also compare tuned with each baseline cut to the tuned summary's "
+                               "word count, article by article")
     seed: int = 0
 
 

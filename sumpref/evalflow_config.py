@@ -21,16 +21,38 @@ from pydantic import Field, model_validator
 
 from sumpref.config import (EMBEDDED_MODEL, BackendConfig, ConfigError, DataConfig, JudgeConfig, PairsConfig, Strict,
                             TransformersBackendConfig, read_recipe, validate_recipe)
+from sumpref.lead import SPEC_RE
+
+
+LEAD_SPEC = SPEC_RE.pattern
 
 
 class EvalModel(Strict):
-    """One model under evaluation: a name and how to run it."""
+    """One model under evaluation: a name and how to run it, or an extractive baseline.
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=64,
+    `extract: lead:3` (first 3 sentences) or `lead-words:40` (first 40 words) is a baseline that
+    needs no model (`sumpref.lead`); its summaries are judged and compared exactly like a model's.
+    `match_length: tuned` cuts each of this entry's summaries to the word count of model `tuned`'s
+    summary of the same article (equal-length comparison)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+@-]*$", max_length=64,
                       description="label in the report and in artifact folder names")
     backend: BackendConfig = TransformersBackendConfig()
+    extract: str | None = Field(None, pattern=LEAD_SPEC, description="an extractive baseline instead of a model: "
+                                "'lead:K' (first K sentences) or 'lead-words:N' (first N words)")
+    match_length: str | None = Field(None, description="name of a model whose summary's word count, article by article, "
+                                     "truncates this entry's summaries")
     temperature: float = Field(0.0, ge=0, description="0: greedy")
     top_p: float = Field(1.0, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _extract_or_backend(self) -> "EvalModel":
+        if self.extract is not None and "backend" in self.model_fields_set:
+            raise ValueError(f"models[{self.name}]: set either extract ({self.extract!r}) or backend, not both")
+        if self.match_length is not None and self.extract is None:
+            raise ValueError(f"models[{self.name}].match_length: only an extractive baseline (extract) is cut to "
+                             "another model's length")
+        return self
 
 
 class EvalFlowConfig(Strict):
@@ -38,6 +60,8 @@ class EvalFlowConfig(Strict):
     root: str = Field("runs/eval", description="artifact root: local path or file:// URI")
     models: list[EvalModel] = Field([EvalModel(name="base")], min_length=1)
     baseline: str = Field("base", description="the model every other model is compared with")
+    comparisons: list[str] = Field([], description="further paired comparisons, each 'MODEL vs OTHER' (e.g. "
+                                   "'tuned vs lead-3')")
     data: DataConfig = DataConfig()
     split: str | None = Field(None, description="keep only rows whose `split` column equals this (e.g. 'eval': "
                                                 "a pipeline run's held-out articles from its articles.parquet)")
@@ -48,6 +72,8 @@ class EvalFlowConfig(Strict):
     judge: JudgeConfig = JudgeConfig()
     pairs: PairsConfig = Field(PairsConfig(), description="the preference rule behind the win rate")
     max_new_tokens: int = Field(100, ge=8)
+    stop_sentences: int | None = Field(None, ge=1, description="stop each model summary at the end of its Nth sentence "
+                                       "(sampling.stop_sentences); None: at end of sequence or max_new_tokens only")
     max_words: int = Field(200, ge=2, description="longer summaries count as too long")
     bootstrap_samples: int = Field(1000, ge=10)
     seed: int = Field(0, description="question writing (as sampling.seed in a run), generation and bootstrap")
@@ -60,7 +86,24 @@ class EvalFlowConfig(Strict):
             raise ValueError(f"models: names must be unique, repeated: {dup}")
         if self.baseline not in names:
             raise ValueError(f"baseline: {self.baseline!r} is not one of the model names {names}")
+        for i, c in enumerate(self.comparisons):
+            parts = c.split(" vs ")
+            if len(parts) != 2 or any(p not in names for p in parts) or parts[0] == parts[1]:
+                raise ValueError(f"comparisons[{i}]: {c!r} must read 'MODEL vs OTHER' with two different model names "
+                                 f"of {names}")
+        for m in self.models:
+            if m.match_length is not None and (m.match_length not in names or m.match_length == m.name):
+                raise ValueError(f"models[{m.name}].match_length: {m.match_length!r} is not another model's name {names}")
+            target = next((t for t in self.models if t.name == m.match_length), None)
+            if target is not None and target.match_length is not None:
+                raise ValueError(f"models[{m.name}].match_length: {m.match_length!r} is itself length-matched; "
+                                 "match to a model that is not")
         return self
+
+    def pairs_compared(self) -> list[tuple[str, str]]:
+        """(model, other) of every paired comparison: each model vs `baseline`, then `comparisons`."""
+        out = [(m.name, self.baseline) for m in self.models if m.name != self.baseline]
+        return out + [tuple(c.split(" vs ")) for c in self.comparisons if tuple(c.split(" vs ")) not in out]
 
 
 def set_override(data: dict, dotted: str, value: Any) -> None:
@@ -104,7 +147,8 @@ def preflight_eval(cfg: EvalFlowConfig) -> None:
     if (msg := check_data_source(cfg.data.source)) is not None:
         problems.append(Problem("data.source", msg))
     for i, m in enumerate(cfg.models):
-        problems += check_backend(m.backend, f"models[{i}].backend")
+        if m.extract is None:
+            problems += check_backend(m.backend, f"models[{i}].backend")
     if (msg := check_model(cfg.tokenizer)) is not None:
         problems.append(Problem("tokenizer", msg))
     if cfg.judge.kind == "llm":

@@ -1,193 +1,41 @@
-"""Evaluation metrics with bootstrap confidence intervals, and the run report.
+"""Evaluation metrics of several models on the same articles, paired comparisons with bootstrap
+CIs, and the evaluation report (markdown and plot).
 
-Judged eval rows in (per model): `article_id, summary, n_correct, n_words, article_words`.
-Metrics: Accuracy>=3 / >=4, mean correct, median and mean compression (summary words / article
-words), too-long rate, two-sentence compliance, invalid-character rate, and the win rate vs the
-base model under the preference rule (win 1, tie 0.5). CIs resample articles (paired).
+Judged rows in (per model): `article_id, summary, n_correct, n_words, article_words,
+finish_reason` (plus the judge's columns). Per article and model (`article_values`):
+- the judge: Accuracy >= 3 / >= 4, mean correct;
+- not the judge: ROUGE-L F1 and MiniLM cosine similarity vs the reference highlights
+  (`sumpref.similarity`);
+- format and copying (`sumpref.format_metrics`): at most 2 sentences, cut at the token limit, ends
+  with sentence punctuation, share copied verbatim from the article's start, longest copied span,
+  novel bigrams and trigrams; words, compression, too long, invalid characters.
+Every model's metrics and every paired difference use the same bootstrap resamples of articles,
+so article difficulty cancels out of each difference. Win rates follow the preference rule
+(`pairs.prefer`: win 1, tie 0.5, loss 0).
 """
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from sumpref.config import PairsConfig
+from sumpref.format_metrics import format_metrics
 from sumpref.pairs import has_junk, prefer
 
-_SENT_RE = re.compile(r"[^.!?]+(?:[.!?]+|$)")
-
-
-def sentence_count(text: str) -> int:
-    return len([s for s in _SENT_RE.findall(text or "") if s.strip()])
-
-
-def per_row_values(rows: list[dict], max_words: int) -> dict[str, np.ndarray]:
-    return {
-        "accuracy_ge3": np.array([r["n_correct"] >= 3 for r in rows], float),
-        "accuracy_ge4": np.array([r["n_correct"] >= 4 for r in rows], float),
-        "mean_correct": np.array([r["n_correct"] for r in rows], float),
-        "compression": np.array([r["n_words"] / max(1, r["article_words"]) for r in rows], float),
-        "too_long": np.array([r["n_words"] >= max_words for r in rows], float),
-        "two_sentences": np.array([1 <= sentence_count(r["summary"]) <= 2 for r in rows], float),
-        "invalid_chars": np.array([has_junk(r["summary"] or "") for r in rows], float),
-        "words": np.array([r["n_words"] for r in rows], float),
-    }
-
-
-def bootstrap_ci(values: np.ndarray, stat, n: int, rng: np.random.Generator) -> tuple[float, float]:
-    if len(values) == 0:
-        return (float("nan"), float("nan"))
-    idx = rng.integers(0, len(values), size=(n, len(values)))
-    stats = np.array([stat(values[i]) for i in idx])
-    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
-
-
-def model_metrics(rows: list[dict], max_words: int, n_boot: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    vals = per_row_values(rows, max_words)
-    out = {"n": len(rows)}
-    for name, v in vals.items():
-        out[name] = {"value": float(np.mean(v)) if len(v) else float("nan"), "ci95": bootstrap_ci(v, np.mean, n_boot, rng)}
-    comp = vals["compression"]
-    out["median_compression"] = {"value": float(np.median(comp)) if len(comp) else float("nan"),
-                                 "ci95": bootstrap_ci(comp, np.median, n_boot, rng)}
-    out["mean_compression"] = out.pop("compression")
-    return out
-
-
-def win_rate(tuned: list[dict], base: list[dict], pairs_cfg: PairsConfig, n_boot: int, seed: int) -> dict:
-    """Per article: 1 if tuned beats base under the preference rule, 0.5 tie, 0 loss."""
-    by_base = {r["article_id"]: r for r in base}
-    scores = np.array([(prefer(t, by_base[t["article_id"]], pairs_cfg) + 1) / 2
-                       for t in tuned if t["article_id"] in by_base], float)
-    rng = np.random.default_rng(seed + 7)
-    return {"value": float(scores.mean()) if len(scores) else float("nan"), "n": int(len(scores)),
-            "wins": int((scores == 1).sum()), "ties": int((scores == 0.5).sum()), "losses": int((scores == 0).sum()),
-            "ci95": bootstrap_ci(scores, np.mean, n_boot, rng)}
-
-
-METRIC_LABELS = [
-    ("accuracy_ge3", "Accuracy >= 3", True), ("accuracy_ge4", "Accuracy >= 4", True),
-    ("mean_correct", "Mean correct (of 5)", False), ("median_compression", "Median compression", True),
-    ("mean_compression", "Mean compression", True), ("too_long", "Too long", True),
-    ("two_sentences", "At most 2 sentences", True), ("invalid_chars", "Invalid characters", True),
-    ("words", "Mean words", False),
-]
-
-
-def _fmt(m: dict, pct: bool) -> str:
-    v, (lo, hi) = m["value"], m["ci95"]
-    if pct:
-        return f"{100 * v:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
-    return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
-
-
-def render_report(report: dict) -> str:
-    models = list(report["models"])
-    lines = [f"# sumpref report: {report['run_name']}", "",
-             f"Evaluation on {report['eval_articles']} held-out articles, greedy summaries, judge: {report['judge']}. "
-             "Brackets: bootstrap 95% CI over articles.", "",
-             "| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
-    for key, label, pct in METRIC_LABELS:
-        lines.append(f"| {label} | " + " | ".join(_fmt(report["models"][m][key], pct) for m in models) + " |")
-    lines += ["", "## Win rate vs base (preference rule; win 1, tie 0.5)", ""]
-    for name, w in report["win_rates"].items():
-        lines.append(f"- **{name}**: {100 * w['value']:.1f}% [{100 * w['ci95'][0]:.1f}, {100 * w['ci95'][1]:.1f}] "
-                     f"({w['wins']} wins, {w['ties']} ties, {w['losses']} losses of {w['n']})")
-    lines += ["", "## DPO", ""]
-    for i, t in enumerate(report["training"], 1):
-        loss = t.get("train_loss")
-        lines.append(f"- round {i}: {t.get('pairs_train')} train / {t.get('pairs_valid')} validation pairs, "
-                     f"{t.get('steps')} steps, final training loss " + (f"{loss:.4f}" if loss is not None else "n/a")
-                     + (f", eval reward accuracy {t['eval_rewards/accuracies']:.2f}" if 'eval_rewards/accuracies' in t else ""))
-    lines += ["", "## Rows dropped or flagged, by stage and reason", "", "| stage | reason | count |", "|---|---|---|"]
-    for stage, counts in report["drops"].items():
-        for reason, c in sorted(counts.items()):
-            lines.append(f"| {stage} | {reason} | {c} |")
-    lines += ["", "## Generation accounting", "", "| stage | prompt tokens | output tokens | retries | GPU s | cost USD |", "|---|---|---|---|---|---|"]
-    for stage, s in report["accounting"].items():
-        lines.append(f"| {stage} | {s.get('prompt_tokens', 0)} | {s.get('output_tokens', 0)} | {s.get('retries', 0)} | "
-                     f"{s.get('gpu_seconds', 0):.1f} | {s.get('cost_usd', 0):.4f} |")
-    if report.get("plot"):
-        lines += ["", f"![metrics]({report['plot']})"]
-    lines += ["", "## Artifacts", ""] + [f"- {k}: `{v}`" for k, v in report["artifacts"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def plot_report(report: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(report["models"])
-    keys = [("accuracy_ge3", "Acc >= 3"), ("accuracy_ge4", "Acc >= 4"), ("two_sentences", "<= 2 sentences"),
-            ("median_compression", "Median compression")]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(models)
-    for j, m in enumerate(models):
-        vals = [report["models"][m][k]["value"] for k, _ in keys]
-        err = [[v - report["models"][m][k]["ci95"][0] for (k, _), v in zip(keys, vals)],
-               [report["models"][m][k]["ci95"][1] - v for (k, _), v in zip(keys, vals)]]
-        ax.bar(np.arange(len(keys)) + j * width, vals, width, yerr=err, capsize=3, label=m)
-    ax.set_xticks(np.arange(len(keys)) + width * (len(models) - 1) / 2, [lbl for _, lbl in keys])
-    ax.set_ylim(0, 1)
-    ax.set_title("Base vs tuned (95% bootstrap CI)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-
-# --- Multi-model comparison (the evaluation flow) ---------------------------------------------
-# Judged rows of several models on the same articles and questions in; per-model metrics, two
-# metrics that do not come from the judge, and a paired comparison of each model against a
-# baseline out. "Paired" means one bootstrap resample of article indices per replicate, applied
-# to every model, so article difficulty cancels out of each difference.
-
-_WORD_RE = re.compile(r"[a-z0-9]+")
-
-# (key, label, shown as a percentage); the metrics compared model vs baseline.
+# (key, label, shown as a percentage); every metric is per article, compared model vs model.
 PAIRED_METRICS = [
-    ("accuracy_ge3", "Accuracy >= 3", True), ("accuracy_ge4", "Accuracy >= 4", True),
-    ("mean_correct", "Mean correct (of n questions)", False), ("rouge_l", "ROUGE-L F1 vs highlights", True),
-    ("faithfulness", "Summary bigrams found in article", True), ("compression", "Mean compression", True),
-    ("too_long", "Too long", True), ("two_sentences", "At most 2 sentences", True),
-    ("invalid_chars", "Invalid characters", True), ("words", "Mean words", False),
+    ("accuracy_ge3", "Accuracy >= 3 (judge)", True), ("accuracy_ge4", "Accuracy >= 4 (judge)", True),
+    ("mean_correct", "Mean correct of 5 (judge)", False), ("rouge_l", "ROUGE-L F1 vs highlights", True),
+    ("similarity", "MiniLM similarity to highlights", False), ("words", "Mean words", False),
+    ("compression", "Mean compression", True), ("at_most_2_sentences", "At most 2 sentences", True),
+    ("cut_at_limit", "Cut at the token limit", True), ("ends_with_punctuation", "Ends with . ! or ?", True),
+    ("lead_copy_share", "Words copied from the article's start", True),
+    ("longest_copied_span", "Longest copied span (words)", False), ("novel_bigrams", "Novel bigrams", True),
+    ("novel_trigrams", "Novel trigrams", True), ("too_long", "Too long", True),
+    ("invalid_chars", "Invalid characters", True),
 ]
-
-
-def failed_reason(row: dict) -> str | None:
-    """Why a summary is no evidence either way (never generated, or never judged), else None."""
-    err = str(row.get("judge_error") or "")
-    if row.get("gen_error"):
-        return "generation_error"
-    if err == "no_judge_output" or err.startswith("generation_error"):
-        return err
-    return None
-
-
-def _words(text: str | None) -> list[str]:
-    return _WORD_RE.findall((text or "").lower())
-
-
-def ngram_support(summary: str | None, article: str, n: int = 2) -> float:
-    """Share of the summary's word n-grams (with multiplicity) that occur in the article.
-
-    A faithfulness proxy: an unsupported n-gram is new wording or a new claim. It rewards copying,
-    so read it beside ROUGE-L and the judge. A summary shorter than n words uses its own length;
-    an empty one is NaN (no evidence).
-    """
-    s = _words(summary)
-    if not s:
-        return float("nan")
-    n = min(n, len(s))
-    a = _words(article)
-    grams = {tuple(a[i:i + n]) for i in range(len(a) - n + 1)}
-    found = [tuple(s[i:i + n]) in grams for i in range(len(s) - n + 1)]
-    return float(np.mean(found))
+# Per model only (a median is not a mean of per-article differences).
+MEDIAN_METRICS = [("median_compression", "compression", "Median compression", True)]
 
 
 def rouge_l(summary: str | None, reference: str | None) -> float:
@@ -209,23 +57,50 @@ def _rouge_scorer():
 _SCORER = None
 
 
-def article_values(rows: list[dict], articles: dict[str, dict], article_ids: list[str], max_words: int) -> dict[str, np.ndarray]:
+def row_values(row: dict, article: dict, max_words: int) -> dict[str, float]:
+    """Every per-article metric of one judged summary except the similarity (computed in batch)."""
+    summary = row["summary"] or ""
+    return {
+        "accuracy_ge3": float(row["n_correct"] >= 3), "accuracy_ge4": float(row["n_correct"] >= 4),
+        "mean_correct": float(row["n_correct"]), "rouge_l": rouge_l(summary, article.get("highlights")),
+        "words": float(row["n_words"]), "compression": row["n_words"] / max(1, row["article_words"]),
+        "too_long": float(row["n_words"] >= max_words), "invalid_chars": float(has_junk(summary)),
+        **format_metrics(summary, article["article"], row.get("finish_reason")),
+    }
+
+
+def semantic_similarity_or_nan(summaries: list[str], references: list[str | None]) -> np.ndarray:
+    """MiniLM similarity (`sumpref.similarity`); NaN, with a warning, where its model package is not
+    installed (a dependency of sumpref: only a stripped-down environment lacks it). The report then
+    shows the metric as n/a, and it can be recomputed from the judged summaries elsewhere."""
+    import warnings
+
+    from sumpref.similarity import MiniLMModelMissing, semantic_similarity
+
+    try:
+        return semantic_similarity(summaries, references)
+    except MiniLMModelMissing as e:
+        warnings.warn(f"MiniLM similarity left out (NaN): {e}", stacklevel=2)
+        return np.full(len(summaries), np.nan)
+
+
+def article_values(rows: list[dict], articles: dict[str, dict], article_ids: list[str], max_words: int,
+                   similarity=None) -> dict[str, np.ndarray]:
     """Per-article metric values of one model, aligned on `article_ids` (NaN where it has no row).
 
-    `articles`: id -> article row (`article`, `highlights`).
+    `articles`: id -> article row (`article`, `highlights`). `similarity(summaries, references)`
+    scores in batch (default: `sumpref.similarity.semantic_similarity`, MiniLM).
     """
     by_id = {r["article_id"]: r for r in rows}
-    present = [by_id[a] for a in article_ids if a in by_id]
-    vals = per_row_values(present, max_words) if present else {}
-    vals["rouge_l"] = np.array([rouge_l(r["summary"], articles[r["article_id"]].get("highlights")) for r in present], float)
-    vals["faithfulness"] = np.array([ngram_support(r["summary"], articles[r["article_id"]]["article"]) for r in present], float)
     pos = [i for i, a in enumerate(article_ids) if a in by_id]
-    out = {}
-    for key, _, _ in PAIRED_METRICS:
-        full = np.full(len(article_ids), np.nan)
-        if present:
-            full[pos] = vals[key]
-        out[key] = full
+    present = [by_id[article_ids[i]] for i in pos]
+    out = {key: np.full(len(article_ids), np.nan) for key, _, _ in PAIRED_METRICS}
+    if not present:
+        return out
+    per_row = [row_values(r, articles[r["article_id"]], max_words) for r in present]
+    sims = (similarity or semantic_similarity_or_nan)([r["summary"] or "" for r in present], [articles[r["article_id"]].get("highlights") for r in present])
+    for key in out:
+        out[key][pos] = sims if key == "similarity" else [v[key] for v in per_row]
     return out
 
 
@@ -247,6 +122,17 @@ def paired_mean_diff(a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> dict:
             "n": int(ok.sum())}
 
 
+def bootstrap_median(v: np.ndarray, idx: np.ndarray) -> dict:
+    """Median of the non-NaN values with a percentile 95% CI from the shared resamples `idx`."""
+    v = np.asarray(v, float)
+    ok = ~np.isnan(v)
+    if not ok.any():
+        return {"value": float("nan"), "ci95": (float("nan"), float("nan")), "n": 0}
+    stats = np.array([np.nanmedian(v[i]) for i in idx if ok[i].any()])
+    return {"value": float(np.median(v[ok])), "ci95": (float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))),
+            "n": int(ok.sum())}
+
+
 def win_scores(rows: list[dict], base_rows: list[dict], article_ids: list[str], pairs_cfg: PairsConfig) -> np.ndarray:
     """Per article: 1 if the model beats the baseline under the preference rule, 0.5 tie, 0 loss
     (as `win_rate`); NaN where either has no row."""
@@ -264,23 +150,27 @@ def paired_win_rate(scores: np.ndarray, idx: np.ndarray) -> dict:
 
 
 def compare_models(judged: dict[str, list[dict]], articles: dict[str, dict], baseline: str, pairs_cfg: PairsConfig,
-                   max_words: int, n_boot: int, seed: int) -> dict:
-    """Per-model metrics (with CIs) and each model's paired comparison against `baseline`."""
+                   max_words: int, n_boot: int, seed: int, compared: list[tuple[str, str]] | None = None,
+                   similarity=None) -> dict:
+    """Per-model metrics (with CIs) and paired comparisons: each (model, other) in `compared`
+    (default: every model vs `baseline`), keyed `"model vs other"`."""
     ids = sorted(articles)
     idx = bootstrap_indices(len(ids), n_boot, seed)
-    values = {m: article_values(rows, articles, ids, max_words) for m, rows in judged.items()}
+    values = {m: article_values(rows, articles, ids, max_words, similarity) for m, rows in judged.items()}
     models = {}
     for m, vals in values.items():
         models[m] = {"n": len(judged[m])}
         for key, v in vals.items():
             models[m][key] = paired_mean_diff(v, np.zeros_like(v), idx)
+        for key, source, _, _ in MEDIAN_METRICS:
+            models[m][key] = bootstrap_median(vals[source], idx)
+    compared = compared if compared is not None else [(m, baseline) for m in judged if m != baseline]
     comparisons = {}
-    for m in judged:
-        if m == baseline:
-            continue
-        comparisons[m] = {
-            "win_rate": paired_win_rate(win_scores(judged[m], judged[baseline], ids, pairs_cfg), idx),
-            "diffs": {key: paired_mean_diff(values[m][key], values[baseline][key], idx) for key, _, _ in PAIRED_METRICS},
+    for m, other in compared:
+        comparisons[f"{m} vs {other}"] = {
+            "model": m, "baseline": other,
+            "win_rate": paired_win_rate(win_scores(judged[m], judged[other], ids, pairs_cfg), idx),
+            "diffs": {key: paired_mean_diff(values[m][key], values[other][key], idx) for key, _, _ in PAIRED_METRICS},
         }
     return {"baseline": baseline, "n_articles": len(ids), "bootstrap_samples": n_boot, "models": models,
             "comparisons": comparisons}
@@ -295,33 +185,52 @@ def _fmt_diff(m: dict, pct: bool, signed: bool = True) -> str:
 
 
 def render_comparison(report: dict) -> str:
-    """Markdown: per-model metrics, then each model minus the baseline, with paired 95% CIs."""
-    models, base = list(report["models"]), report["baseline"]
-    others = [m for m in models if m != base]
+    """Markdown: per-model metrics, the paired comparisons, then (for a pipeline run) training, drops
+    and generation accounting; 95% CIs from the shared bootstrap resamples."""
+    models, comps = list(report["models"]), report["comparisons"]
     lines = [f"# sumpref evaluation: {report['name']}", "",
-             f"{report['n_articles']} articles from `{report['data_source']}`, judge: {report['judge']}, "
-             f"baseline: **{base}**. Brackets: 95% CI, bootstrap over articles ({report['bootstrap_samples']} "
-             "resamples, the same resamples for every model, so differences are paired).", "",
+             f"{report['n_articles']} articles from `{report['data_source']}`, judge: {report['judge']}. "
+             f"Brackets: 95% CI, bootstrap over articles ({report['bootstrap_samples']} resamples, the same resamples "
+             "for every model, so differences are paired).", "",
              "## Per model", "", "| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
-    for key, label, pct in PAIRED_METRICS:
+    rows = [(k, lbl, pct) for k, lbl, pct in PAIRED_METRICS] + [(k, lbl, pct) for k, _, lbl, pct in MEDIAN_METRICS]
+    for key, label, pct in rows:
         lines.append(f"| {label} | " + " | ".join(_fmt_diff(report["models"][m][key], pct, signed=False) for m in models) + " |")
     lines.append("| summaries judged | " + " | ".join(str(report["models"][m]["n"]) for m in models) + " |")
-    if others:
-        lines += ["", f"## Paired difference vs {base} (model minus baseline)", "",
-                  "| metric | " + " | ".join(others) + " |", "|---|" + "---|" * len(others)]
+    if comps:
+        names = list(comps)
+        lines += ["", "## Paired comparisons (first minus second)", "",
+                  "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         lines.append("| Win rate (preference rule; win 1, tie 0.5) | " + " | ".join(
-            _fmt_diff(report["comparisons"][m]["win_rate"], True, signed=False) for m in others) + " |")
+            _fmt_diff(comps[c]["win_rate"], True, signed=False) for c in names) + " |")
         lines.append("| wins / ties / losses | " + " | ".join(
-            "{wins} / {ties} / {losses}".format(**report["comparisons"][m]["win_rate"]) for m in others) + " |")
+            "{wins} / {ties} / {losses}".format(**comps[c]["win_rate"]) for c in names) + " |")
         for key, label, pct in PAIRED_METRICS:
-            lines.append(f"| {label} | " + " | ".join(_fmt_diff(report["comparisons"][m]["diffs"][key], pct) for m in others) + " |")
-    lines += ["", "## Rows left out, by model and reason", "", "| model | reason | count |", "|---|---|---|"]
+            lines.append(f"| {label} | " + " | ".join(_fmt_diff(comps[c]["diffs"][key], pct) for c in names) + " |")
+    if report.get("training"):
+        lines += ["", "## DPO", ""]
+        for i, t in enumerate(report["training"], 1):
+            loss = t.get("train_loss")
+            lines.append(f"- round {i}: {t.get('pairs_train')} train / {t.get('pairs_valid')} validation pairs, "
+                         f"{t.get('steps')} steps, final training loss " + (f"{loss:.4f}" if loss is not None else "n/a")
+                         + (f", eval reward accuracy {t['eval_rewards/accuracies']:.2f}"
+                            if "eval_rewards/accuracies" in t else ""))
+    lines += ["", "## Rows dropped or left out, by stage or model and reason", "", "| stage or model | reason | count |",
+              "|---|---|---|"]
     for m, counts in report.get("drops", {}).items():
         for reason, c in sorted(counts.items()):
             lines.append(f"| {m} | {reason} | {c} |")
+    if report.get("accounting"):
+        lines += ["", "## Generation accounting", "", "| stage | prompt tokens | output tokens | retries | GPU s | cost USD |",
+                  "|---|---|---|---|---|---|"]
+        for stage, s in report["accounting"].items():
+            lines.append(f"| {stage} | {s.get('prompt_tokens', 0)} | {s.get('output_tokens', 0)} | {s.get('retries', 0)} | "
+                         f"{s.get('gpu_seconds', 0):.1f} | {s.get('cost_usd', 0):.4f} |")
     if report.get("plot"):
         lines += ["", f"![paired differences]({report['plot']})"]
     lines += ["", "## Models", ""] + [f"- **{m}**: `{d}`" for m, d in report.get("model_specs", {}).items()]
+    if report.get("artifacts"):
+        lines += ["", "## Artifacts", ""] + [f"- {k}: `{v}`" for k, v in report["artifacts"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -332,8 +241,7 @@ def plot_comparison(report: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    base = report["baseline"]
-    others = list(report["comparisons"]) or [base]
+    others = list(report["comparisons"]) or [report["baseline"]]
     keys = [(k, lbl) for k, lbl, pct in PAIRED_METRICS if pct and k != "invalid_chars"]
     fig, axes = plt.subplots(1, len(others), figsize=(5 * len(others), 0.5 * len(keys) + 1.5), squeeze=False)
     for ax, m in zip(axes[0], others):
@@ -349,7 +257,7 @@ def plot_comparison(report: dict, path) -> None:
         ax.set_yticks(range(len(rows)), [lbl for lbl, _ in rows])
         ax.invert_yaxis()
         ax.set_xlabel("percentage points")
-        ax.set_title(f"{m} - {base} (paired 95% CI)")
+        ax.set_title(f"{m} (paired 95% CI)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -22,7 +22,7 @@ from sumpref.config import ConfigError, RunConfig
 
 NIGHTLY_MODULES = ("sumpref.nightly", "sumpref.data")
 ROUND_METRICS = [("accuracy_ge3", "Accuracy >= 3", True), ("mean_correct", "Mean correct", False),
-                 ("median_compression", "Median compression", True), ("two_sentences", "At most 2 sentences", True)]
+                 ("median_compression", "Median compression", True), ("at_most_2_sentences", "At most 2 sentences", True)]
 
 
 def check_nightly(cfg: RunConfig) -> None:
@@ -82,7 +82,7 @@ def round_config(cfg: RunConfig, sample: ArtifactRef, champion_model: str) -> Ru
 
 def round_win_rate(report: dict) -> dict:
     """The candidate's paired win rate against the champion (the report's baseline)."""
-    return report["win_rates"]["tuned vs base"]
+    return report["comparisons"]["tuned vs base"]["win_rate"]
 
 
 def round_promoted(report_ref: ArtifactRef, threshold: float) -> bool:

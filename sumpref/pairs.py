@@ -24,6 +24,16 @@ def has_junk(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Cs", "Co") and ch not in "\n\t" for ch in text)
 
 
+def failed_reason(row: dict) -> str | None:
+    """Why a summary is no evidence either way (never generated, or never judged), else None."""
+    err = str(row.get("judge_error") or "")
+    if row.get("gen_error"):
+        return "generation_error"
+    if err == "no_judge_output" or err.startswith("generation_error"):
+        return err
+    return None
+
+
 def filter_reason(summary: str | None, n_words: int, cfg: PairsConfig) -> str | None:
     """Why a judged summary cannot enter a pair, or None if it can."""
     if not summary or not summary.strip():
@@ -52,17 +62,38 @@ def prefer(a: dict, b: dict, cfg: PairsConfig) -> int:
     return 1 if diff > 0 else -1
 
 
+def format_ok(row: dict, cfg: PairsConfig) -> bool:
+    """The summary keeps the prompt's format: generation ended by itself (not cut by the token
+    limit) and it has 1 to `cfg.max_sentences` sentences."""
+    from sumpref.lead import split_sentences
+
+    return row.get("finish_reason") != "length" and 1 <= len(split_sentences(row["summary"])) <= cfg.max_sentences
+
+
+def prefer_for_training(a: dict, b: dict, cfg: PairsConfig) -> int | None:
+    """`prefer`, after the format rule when `cfg.format_rule`: a summary in the prompt's format beats
+    one that is not; two out of format give None (no pair)."""
+    if cfg.format_rule:
+        fa, fb = format_ok(a, cfg), format_ok(b, cfg)
+        if fa != fb:
+            return 1 if fa else -1
+        if not fa:
+            return None
+    return prefer(a, b, cfg)
+
+
 def _rng(seed: int, key: str) -> random.Random:
     return random.Random(int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:16], 16))
 
 
 def article_pairs(rows: list[dict], cfg: PairsConfig) -> tuple[list[tuple[dict, dict]], int]:
-    """(chosen, rejected) pairs for one article's usable summaries, sampled; plus the tie count."""
+    """(chosen, rejected) pairs for one article's usable summaries, sampled; plus the count of
+    undecided pairs (ties, and with `cfg.format_rule` two summaries out of format)."""
     rows = sorted(rows, key=lambda r: r["sample_idx"])
     decided, ties = [], 0
     for a, b in itertools.combinations(rows, 2):
-        p = prefer(a, b, cfg)
-        if p == 0:
+        p = prefer_for_training(a, b, cfg)
+        if not p:
             ties += 1
         else:
             decided.append((a, b) if p > 0 else (b, a))
@@ -71,14 +102,19 @@ def article_pairs(rows: list[dict], cfg: PairsConfig) -> tuple[list[tuple[dict, 
     return decided, ties
 
 
-def best_worst_pair(rows: list[dict]) -> tuple[list[tuple[dict, dict]], int]:
-    """Best vs worst of one article's usable summaries by score (more correct, then fewer words),
-    as iterative-DPO recipes pick pairs; no pair (one tie) when the two score the same."""
+def best_worst_pair(rows: list[dict], cfg: PairsConfig) -> tuple[list[tuple[dict, dict]], int]:
+    """Best vs worst of one article's usable summaries by score (in the prompt's format first when
+    `cfg.format_rule`, then more correct, then fewer words), as iterative-DPO recipes pick pairs;
+    no pair (one tie) when the two score the same, or are both out of format."""
     if len(rows) < 2:
         return [], 0
-    ordered = sorted(rows, key=lambda r: (-r["n_correct"], r["n_words"], r["sample_idx"]))
+
+    def score(r: dict) -> tuple:
+        return (not format_ok(r, cfg)) if cfg.format_rule else False, -r["n_correct"], r["n_words"]
+
+    ordered = sorted(rows, key=lambda r: (*score(r), r["sample_idx"]))
     best, worst = ordered[0], ordered[-1]
-    if (best["n_correct"], best["n_words"]) == (worst["n_correct"], worst["n_words"]):
+    if score(best) == score(worst) or (cfg.format_rule and not format_ok(best, cfg)):
         return [], 1
     return [(best, worst)], 0
 
@@ -102,7 +138,7 @@ def build_pairs(judged: list[dict], cfg: PairsConfig) -> tuple[list[dict], list[
     pairs: list[dict] = []
     counts = {"ties": 0, "articles_with_pairs": 0, "articles_without_pairs": 0}
     for aid in sorted(by_article):
-        decided, ties = (best_worst_pair(by_article[aid]) if cfg.selection == "best_worst"
+        decided, ties = (best_worst_pair(by_article[aid], cfg) if cfg.selection == "best_worst"
                          else article_pairs(by_article[aid], cfg))
         counts["ties"] += ties
         counts["articles_with_pairs" if decided else "articles_without_pairs"] += 1

@@ -30,7 +30,7 @@ _STAGE = dict(cache_policy=NO_CACHE, retry_condition_fn=retry_can_help)
 _GENERATION = dict(_STAGE, retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5)
 
 
-def _run(spec: StageSpec, *backends: BackendConfig) -> State:
+def run_spec(spec: StageSpec, *backends: BackendConfig) -> State:
     """A Completed state holding the stage's artifact: named `Cached` when it was already finished.
 
     Callers get the state (Prefect returns a returned state as is): `.result()` is the `ArtifactRef`."""
@@ -45,47 +45,39 @@ def _run(spec: StageSpec, *backends: BackendConfig) -> State:
 
 @task(name="load-articles", retries=2, retry_delay_seconds=[5, 30], **_STAGE)
 def load_articles(cfg: RunConfig) -> State:
-    return _run(stages.articles_spec(cfg))
+    return run_spec(stages.articles_spec(cfg))
 
 
 @task(name="write-questions", **_GENERATION)
 def write_questions(cfg: RunConfig, articles: ArtifactRef, judge: JudgeConfig, split: str | None = None) -> State:
-    return _run(stages.questions_spec(cfg, articles, judge, split), judge.backend)
+    return run_spec(stages.questions_spec(cfg, articles, judge, split), judge.backend)
 
 
 @task(name="sample-summaries", **_GENERATION)
 def sample_summaries(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, policy: BackendConfig) -> State:
-    return _run(stages.samples_spec(cfg, articles, questions, policy), policy)
+    return run_spec(stages.samples_spec(cfg, articles, questions, policy), policy)
 
 
 @task(name="judge-summaries", **_GENERATION)
 def judge_summaries(cfg: RunConfig, questions: ArtifactRef, samples: ArtifactRef, judge: JudgeConfig) -> State:
-    return _run(stages.judged_spec(cfg, questions, samples, judge), judge.backend)
+    return run_spec(stages.judged_spec(cfg, questions, samples, judge), judge.backend)
 
 
 @task(name="build-pairs", **_STAGE)
 def build_pairs(cfg: RunConfig, judged: ArtifactRef) -> State:
-    return _run(stages.pairs_spec(cfg, judged))
+    return run_spec(stages.pairs_spec(cfg, judged))
 
 
 @task(name="reference-logprobs", **_GENERATION)
 def reference_logprobs(cfg: RunConfig, pairs: ArtifactRef, base_model: str) -> State:
-    return _run(stages.refprobs_spec(cfg, pairs, base_model))
+    return run_spec(stages.refprobs_spec(cfg, pairs, base_model))
 
 
 @task(name="train-dpo", retries=1, retry_delay_seconds=30, **_STAGE)
 def train_dpo(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: ArtifactRef | None = None) -> State:
-    return _run(stages.dpo_spec(cfg, pairs, base_model, refprobs))
+    return run_spec(stages.dpo_spec(cfg, pairs, base_model, refprobs))
 
 
 @task(name="merge-adapter", **_STAGE)
 def merge_adapter(cfg: RunConfig, base_model: str, adapter: ArtifactRef) -> State:
-    return _run(stages.merged_spec(cfg, base_model, adapter))
-
-
-@task(name="evaluate", **_GENERATION)
-def evaluate(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRef, tuned: BackendConfig,
-             adapters: list[ArtifactRef], upstream: dict[str, ArtifactRef]) -> State:
-    judge = cfg.eval.judge or cfg.judge
-    return _run(stages.eval_spec(cfg, articles, eval_questions, tuned, adapters, upstream),
-                judge.backend, *stages.eval_models(cfg, tuned).values())
+    return run_spec(stages.merged_spec(cfg, base_model, adapter))

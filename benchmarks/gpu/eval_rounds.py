@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def run_artifacts(root: Path) -> dict:
-    reports = sorted(root.glob("eval/*/report.json"), key=lambda p: p.stat().st_mtime)
+    reports = sorted(root.glob("eval_compare/*/report.json"), key=lambda p: p.stat().st_mtime)
     if not reports:
         raise SystemExit(f"{root}: no evaluation report yet")
     arts = json.loads(reports[-1].read_text())["artifacts"]

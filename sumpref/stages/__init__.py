@@ -10,18 +10,18 @@
 | refprobs | `refprobs.py` | `refprobs_stage` |
 | dpo | `dpo.py` | `train_stage` |
 | merged | `merged.py` | `merge_stage` |
-| eval | `evaluation.py` | `eval_stage` |
+| eval_model, eval_compare | `evaluation.py` (the stages: `sumpref.compare`) | `evaluate` |
 
 Each module is glue only: it names the stage's config slice and upstream artifacts in a
 `StageSpec` (`*_spec`, whose key `sumpref.cachekey` computes, code version included) and says
 how to produce the files; the logic lives in the domain modules (`data`, `judges`, `sampling`,
-`pairs`, `training/`, `evaluate`, `report`). Generation stages shard their rows and fan the
+`pairs`, `training/`, `evaluate`, `compare`). Generation stages shard their rows and fan the
 shards out to Ray through `run_shards`, so a killed run resumes at shard granularity.
 """
 
 from sumpref.stages.articles import articles_spec, load_stage
 from sumpref.stages.dpo import dpo_spec, train_stage
-from sumpref.stages.evaluation import eval_models, eval_spec, eval_stage
+from sumpref.stages.evaluation import evaluate, run_eval_config
 from sumpref.stages.judged import judge_stage, judged_spec
 from sumpref.stages.merged import merge_stage, merged_spec
 from sumpref.stages.pairs import pairs_spec, pairs_stage
@@ -30,7 +30,7 @@ from sumpref.stages.refprobs import refprobs_spec, refprobs_stage
 from sumpref.stages.samples import sample_stage, samples_spec
 
 __all__ = [
-    "articles_spec", "dpo_spec", "eval_models", "eval_spec", "eval_stage", "judge_stage", "judged_spec", "load_stage",
+    "articles_spec", "dpo_spec", "evaluate", "judge_stage", "judged_spec", "load_stage",
     "merge_stage", "merged_spec", "pairs_spec", "pairs_stage", "questions_spec", "questions_stage", "refprobs_spec",
-    "refprobs_stage", "sample_stage", "samples_spec", "train_stage",
+    "refprobs_stage", "run_eval_config", "sample_stage", "samples_spec", "train_stage",
 ]

@@ -1,77 +1,66 @@
-"""Stage `eval`: greedy summaries of the held-out articles from every evaluated model, judged,
-then the report (`sumpref.report`).
+"""Evaluation of a pipeline run: the evaluation flow's stages (`sumpref.compare`), configured from
+the run's config. One evaluation path: a run's report and `flows.evaluate`'s are the same stages.
 
-Models: `base` (the initial policy), `tuned` (the last adapter) and, only when the config asks
-for it, `eval.api_baseline` (a paid API model such as GPT-4o). A summary that was never generated
-or never judged is left out of the metrics and counted (`evaluate.failed_reason`).
-Out: `gen_{model}/`, `judged_{model}/` shards, `summaries_{model}.parquet`, `report.{json,md,png}`.
+Models: `base` (the initial policy), `tuned` (the last adapter), each `eval.baselines` entry
+(default `lead:3`, named `lead-3`; with `eval.equal_length` also `lead-3@tuned`, cut to the tuned
+summary's word count article by article) and, only when the config asks for it,
+`eval.api_baseline` (a paid API model such as GPT-4o). Paired comparisons: every model vs base,
+and tuned vs each baseline. The articles are the run's held-out ones (`split: eval`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 
 from sumpref.artifacts import ArtifactRef
-from sumpref.backends.base import SamplingParams
-from sumpref.cachekey import StageSpec
-from sumpref.config import BackendConfig, JudgeConfig, RunConfig
-from sumpref.raygen import RowSlice, read_shards, run_shards
-from sumpref.stages.shards import chunks, counts, file_rows, judge_resources, question_map, resources, slices
+from sumpref.config import BackendConfig, RunConfig
+from sumpref.evalflow_config import EvalFlowConfig, EvalModel
 
 
-def eval_models(cfg: RunConfig, tuned: BackendConfig) -> dict[str, BackendConfig]:
-    """The models evaluated: base, tuned, and the API baseline when `eval.api_baseline` is set."""
-    extra = {cfg.eval.api_baseline.model: cfg.eval.api_baseline} if cfg.eval.api_baseline is not None else {}
-    return {"base": cfg.policy, "tuned": tuned, **extra}
+def baseline_name(spec: str) -> str:
+    """`lead:3` -> `lead-3`, `lead-words:40` -> `lead-words-40` (folder- and label-safe)."""
+    return spec.replace(":", "-")
 
 
-def eval_spec(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRef, tuned: BackendConfig,
-              adapters: list[ArtifactRef], upstream: dict[str, ArtifactRef]) -> StageSpec:
-    judge = cfg.eval.judge or cfg.judge
-    models = eval_models(cfg, tuned)
-
-    def produce(out: Path) -> dict:
-        from sumpref.report import assemble_report, write_report
-
-        qmap = question_map(eval_questions)
-        rows = file_rows(articles, "articles.parquet", lambda r: r["split"] == "eval" and r["id"] in qmap, ["id", "split"])
-        judged, accounting, eval_drops = {}, {}, {}
-        for name, bcfg in models.items():
-            kept, failed, acct = _generate_and_judge(cfg, judge, name, bcfg, rows, qmap, out)
-            judged[name] = kept
-            eval_drops[f"eval_{name}"] = counts([{"reason": f} for f in failed])
-            accounting.update(acct)
-        judge_name = judge.backend.model if judge.kind == "llm" else f"embedded {judge.kind}"
-        report = assemble_report(cfg, judge_name, len(rows), judged, adapters, upstream, eval_drops, accounting)
-        write_report(out, report, judged)
-        return {"rows": len(rows), "win_rate": report["win_rates"]["tuned vs base"]["value"]}
-
-    config = {"name": cfg.name, "eval": cfg.eval.model_dump(), "judge": judge.model_dump(), "pairs": cfg.pairs.model_dump(),
-              "models": {m: b.model_dump() for m, b in models.items()}}
-    return StageSpec(cfg.root, "eval", config, [articles, eval_questions, *adapters, *upstream.values()], __name__, produce)
+def _model_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "-", name).strip("-.")[:64] or "api"
 
 
-def _generate_and_judge(cfg: RunConfig, judge: JudgeConfig, name: str, bcfg: BackendConfig, rows: list[dict] | RowSlice,
-                        qmap: dict[str, str], out: Path) -> tuple[list[dict], list[str], dict]:
-    """One model's greedy summaries, judged: (rows that count, reasons of those left out, accounting)."""
-    from sumpref.evaluate import failed_reason
-    from sumpref.judges import SummaryJudge
-    from sumpref.sampling import Summarizer
+def run_eval_config(cfg: RunConfig, tuned: BackendConfig) -> EvalFlowConfig:
+    """The evaluation of a run whose last policy is `tuned` (see the module docstring)."""
+    e = cfg.eval
+    models = [EvalModel(name="base", backend=cfg.policy), EvalModel(name="tuned", backend=tuned)]
+    comparisons = []
+    for spec in e.baselines:
+        name = baseline_name(spec)
+        models.append(EvalModel(name=name, extract=spec))
+        comparisons.append(f"tuned vs {name}")
+        if e.equal_length:
+            models.append(EvalModel(name=f"{name}@tuned", extract=spec, match_length="tuned"))
+            comparisons.append(f"tuned vs {name}@tuned")
+    if e.api_baseline is not None:
+        name = _model_name(e.api_baseline.model)
+        models.append(EvalModel(name=name, backend=e.api_baseline))
+        comparisons.append(f"tuned vs {name}")
+    return EvalFlowConfig(name=cfg.name, root=cfg.root, models=models, baseline="base", comparisons=comparisons,
+                          data=cfg.data, split="eval", tokenizer=cfg.policy.model, judge=e.judge or cfg.judge,
+                          pairs=cfg.pairs, max_new_tokens=e.max_new_tokens, stop_sentences=e.stop_sentences,
+                          max_words=e.max_words,
+                          bootstrap_samples=e.bootstrap_samples, seed=e.seed)
 
-    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.eval.seed)
-    gdir = out / f"gen_{name}"
-    shards = slices(rows, max(1, bcfg.batch_size))
-    info = run_shards(gdir, shards, Summarizer(bcfg, params), desc=f"eval summaries ({name})", **resources(bcfg))
-    gens = [{**g, "questions": qmap[g["article_id"]]} for g in read_shards(gdir, len(shards))]
-    jdir = out / f"judged_{name}"
-    jshards = chunks(gens, 256)
-    jinfo = run_shards(jdir, jshards, SummaryJudge(judge), desc=f"eval judging ({name})", **judge_resources(judge))
-    judged = read_shards(jdir, len(jshards))
-    failed = [reason for r in judged if (reason := failed_reason(r))]
-    kept = [r for r in judged if not failed_reason(r)]  # no output is no evidence either way
-    return kept, failed, {f"eval_{name}_generation": info["backend"], f"eval_{name}_judging": jinfo["backend"]}
+
+def model_order(cfg: EvalFlowConfig) -> list[EvalModel]:
+    """The models in the order their stages can run: a length-matched baseline after its model."""
+    return sorted(cfg.models, key=lambda m: m.match_length is not None)
 
 
-def eval_stage(cfg: RunConfig, articles: ArtifactRef, eval_questions: ArtifactRef, tuned: BackendConfig,
-               adapters: list[ArtifactRef], upstream: dict[str, ArtifactRef]) -> ArtifactRef:
-    return eval_spec(cfg, articles, eval_questions, tuned, adapters, upstream).run()
+def evaluate(cfg: EvalFlowConfig, articles: ArtifactRef, questions: ArtifactRef,
+             run: dict[str, ArtifactRef] | None = None, adapters: list[ArtifactRef] | None = None) -> ArtifactRef:
+    """Every model's stage, then the comparison: the evaluation without Prefect (the flows run the
+    same stages as tasks, `flows.evaluate.evaluate_on`)."""
+    from sumpref.compare import compare_stage, model_stage
+
+    judged: dict[str, ArtifactRef] = {}
+    for m in model_order(cfg):
+        judged[m.name] = model_stage(cfg, m, articles, questions, judged.get(m.match_length or ""))
+    return compare_stage(cfg, articles, questions, {m.name: judged[m.name] for m in cfg.models}, run, adapters)

@@ -1,7 +1,7 @@
 """Stage `pairs`: preference pairs from the judged summaries (rules in `sumpref.pairs`).
 
 Out: `train.parquet`, `valid.parquet` (split by article), `drops.parquet` (`article_id,
-sample_idx, reason`). A summary that was never generated or never judged (`evaluate.failed_reason`,
+sample_idx, reason`). A summary that was never generated or never judged (`pairs.failed_reason`,
 the same rule evaluation uses) is dropped with its reason, not scored as zero correct.
 """
 
@@ -17,8 +17,7 @@ from sumpref.stages.shards import shard_rows
 
 def pairs_spec(cfg: RunConfig, judged: ArtifactRef) -> StageSpec:
     def produce(out: Path) -> dict:
-        from sumpref.evaluate import failed_reason
-        from sumpref.pairs import build_pairs
+        from sumpref.pairs import build_pairs, failed_reason
 
         rows = [{**r, "drop_reason": failed_reason(r)} for r in shard_rows(judged)]
         pairs, drops, counts = build_pairs(rows, cfg.pairs)

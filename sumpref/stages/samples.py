@@ -25,7 +25,7 @@ def samples_spec(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, 
         params = SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=s.seed)
         shards = file_shards(articles, "articles.parquet", lambda r: r["split"] == "train" and r["id"] in ok,
                              ["id", "split"], s.shard_size)
-        info = run_shards(out, shards, Summarizer(policy, params), desc="sampling", **resources(policy))
+        info = run_shards(out, shards, Summarizer(policy, params, s.stop_sentences), desc="sampling", **resources(policy))
         kept = sum(len(sh) for sh in shards)
         info.update(rows=kept * s.n, drops={"no_questions": n_train - kept})
         return info

@@ -1,9 +1,10 @@
 """Task-run states of a finished flow run, as the Prefect API reports them."""
 
 
-def task_states(flow_state) -> dict[str, str]:
-    """Final state of each task run of a finished flow run. The API learns a task's last state
-    from an event that can land just after the flow returns: read until every state is final."""
+def task_states(flow_state, expected: int | None = None) -> dict[str, str]:
+    """Final state of each task run of a finished flow run. The API learns of a task run, and of its
+    last state, from events that can land just after the flow returns: read until every state is
+    final (and, when `expected` is given, until that many task runs are known)."""
     import time
 
     from prefect.client.orchestration import get_client
@@ -14,6 +15,7 @@ def task_states(flow_state) -> dict[str, str]:
     with get_client(sync_client=True) as client:
         while True:
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fid])))
-            if (runs and all(r.state and r.state.is_final() for r in runs)) or time.time() > deadline:
+            known = len(runs) >= (expected or 1)
+            if (known and all(r.state and r.state.is_final() for r in runs)) or time.time() > deadline:
                 return {r.name: r.state.name for r in runs}
             time.sleep(0.5)

@@ -47,7 +47,7 @@ def run_stages(cfg: RunConfig, through: str = "eval", after=None) -> dict:
     def evaluate(r: dict):
         tuned = cfg.policy.model_copy(update={"adapter": r["dpo"].child("adapter")})
         upstream = {k: r[k] for k in ("articles", "samples", "judged", "pairs")}
-        return stages.eval_stage(cfg, r["articles"], r["questions"], tuned, [r["dpo"]], upstream)
+        return stages.evaluate(stages.run_eval_config(cfg, tuned), r["articles"], r["questions"], upstream, [r["dpo"]])
 
     steps = {
         "articles": lambda r: stages.load_stage(cfg),

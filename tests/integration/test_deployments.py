@@ -162,7 +162,7 @@ def test_nightly_continues_from_the_champion_rejects_a_worse_round_and_reruns_ca
 
     rerun = trigger(env, "sumpref-nightly/nightly", nightly_params(root, "2026-12-02", learning_rate=1.0))
     assert rerun["state"] == "Completed", rerun
-    assert {*STAGE_TASKS, "train-dpo", "evaluate", "select-articles"} <= tasks_in(rerun, "Cached"), rerun["tasks"]
+    assert {*STAGE_TASKS, "train-dpo", "eval-model", "eval-compare", "select-articles"} <= tasks_in(rerun, "Cached"), rerun["tasks"]
     assert len(read_history(str(root))) == 2  # nothing recorded twice
     report = (root / "champion" / "report.md").read_text()
     assert "2026-12-01-r01 | promoted" in report and "2026-12-02-r01 | rejected" in report

@@ -50,7 +50,8 @@ print("REFS " + json.dumps({stage: ref.uri for stage, ref in refs.items()}))
 # (stage folder, kill point): mid-stage where the stage writes several files, else after its data
 # and before its marker; training right after its first checkpoint (step 2 of 4).
 KILLS = [("articles", "file:1"), ("questions", "file:1"), ("samples", "file:2"), ("judged", "produced"),
-         ("pairs", "file:1"), ("refprobs", "produced"), ("dpo", "checkpoint:1"), ("eval", "file:1")]
+         ("pairs", "file:1"), ("refprobs", "produced"), ("dpo", "checkpoint:1"), ("eval_model", "file:2"),
+         ("eval_compare", "produced")]
 BYTE_EQUAL = ("articles", "questions", "samples", "judged", "pairs", "refprobs")
 
 

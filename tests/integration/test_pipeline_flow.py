@@ -33,18 +33,26 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
     report_md = state.result()
     report = json.loads((root.joinpath(report_md).parent / "report.json").read_text())
     md = open(report_md).read()
-    assert set(report["models"]) == {"base", "tuned"} and report["eval_articles"] >= 1
+    assert list(report["models"]) == ["base", "tuned", "lead-3", "lead-3@tuned"] and report["n_articles"] >= 1
+    assert list(report["comparisons"]) == ["tuned vs base", "lead-3 vs base", "lead-3@tuned vs base", "tuned vs lead-3",
+                                           "tuned vs lead-3@tuned"]
     assert report["training"][0]["steps"] == 2 and report["training"][0]["pairs_train"] > 0
-    assert "Win rate vs base" in md and "Rows dropped or flagged" in md
-    ci = report["win_rates"]["tuned vs base"]["ci95"]
-    assert ci[0] <= report["win_rates"]["tuned vs base"]["value"] <= ci[1]
+    assert "Paired comparisons" in md and "Rows dropped or left out" in md and "| Cut at the token limit |" in md
+    ci = report["comparisons"]["tuned vs base"]["win_rate"]["ci95"]
+    assert ci[0] <= report["comparisons"]["tuned vs base"]["win_rate"]["value"] <= ci[1]
+    # lead-3 is three sentences of the article, never cut; at the tuned length it has the tuned word counts.
+    lead = report["models"]["lead-3"]
+    assert lead["lead_copy_share"]["value"] == 1.0 and lead["cut_at_limit"]["value"] == 0.0
+    assert report["models"]["lead-3@tuned"]["words"]["value"] <= report["models"]["tuned"]["words"]["value"]
     first = task_states(state)
     assert first and all(s == "Completed" for s in first.values()), first
 
     again = full_pipeline(cfg, return_state=True)
     assert again.result() == report_md
-    states = task_states(again)
-    assert len(states) == len(first) and all(s == "Cached" for s in states.values()), states
+    states = task_states(again, expected=len(first))
+    assert len(states) == len(first), states
+    # Every stage comes from the store; the report is published again, for this flow run.
+    assert all(s == "Cached" for n, s in states.items() if not n.startswith("publish-report")), states
     # The task's cache is the library's key: the cached pairs ref is the folder the stage spec names.
     from sumpref import stages
     from sumpref.artifacts import ArtifactRef
@@ -61,16 +69,21 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
     healed = full_pipeline(cfg, return_state=True)
     assert healed.is_completed() and (pairs_dir / "_SUCCESS").exists()
 
-    before = {s: stage_dirs(root, s) for s in ("articles", "questions", "samples", "judged", "pairs", "dpo", "eval")}
+    before = {s: stage_dirs(root, s) for s in ("articles", "questions", "samples", "judged", "pairs", "dpo", "eval_model",
+                                               "eval_compare")}
     changed = full_pipeline(tiny_config(root, dpo={**trl, "beta": 0.3}), return_state=True)
     assert changed.is_completed()
     after = {s: stage_dirs(root, s) for s in before}
     for stage in ("articles", "questions", "samples", "judged", "pairs"):
         assert after[stage] == before[stage], stage
-    assert len(after["dpo"]) == len(before["dpo"]) + 1 and len(after["eval"]) == len(before["eval"]) + 1
-    states = task_states(changed)
-    recomputed = {name.rsplit("-", 1)[0] for name, s in states.items() if s != "Cached"}
-    assert recomputed == {"train-dpo", "evaluate", "publish-report"}, states
+    # A new adapter: its summaries and the two baselines that follow its length are new; base and
+    # lead-3 come from the store.
+    assert len(after["dpo"]) == len(before["dpo"]) + 1 and len(after["eval_compare"]) == len(before["eval_compare"]) + 1
+    assert len(after["eval_model"]) == len(before["eval_model"]) + 2
+    states = task_states(changed, expected=len(first))
+    recomputed = {name if name.startswith("eval-model-") else name.rsplit("-", 1)[0]  # its own run name, no suffix
+                  for name, s in states.items() if s != "Cached"}
+    assert recomputed == {"train-dpo", "eval-model-tuned", "eval-model-lead-3@tuned", "eval-compare", "publish-report"}, states
 
     # Iterative DPO with our packed trainer: reference log-probs are their own cached stage; round
     # 1's sampling comes from cache (same inputs), round 2 samples from the merged round-1 policy

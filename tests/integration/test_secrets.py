@@ -72,7 +72,7 @@ def test_api_key_leaves_no_trace(isolated, tmp_path, monkeypatch, capfd):
     db, ray_dir = isolated
     searched = [tmp_path / "runs", tmp_path / "cache", tmp_path / "prefect-results", ray_dir, db.parent]
     assert (tmp_path / "runs").exists() and ray_dir.exists() and db.exists()  # the others only if the run made them
-    assert (tmp_path / "runs" / "eval").exists() and list(ray_dir.rglob("*.log")), "nothing to search"
+    assert (tmp_path / "runs" / "eval_compare").exists() and list(ray_dir.rglob("*.log")), "nothing to search"
     leaks = [f for root in searched for f in files_containing(root, key.encode())]
     assert leaks == [], leaks
     assert key not in out and key not in err

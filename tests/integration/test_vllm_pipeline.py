@@ -77,9 +77,9 @@ def test_flow_with_vllm_policy_survives_a_killed_engine(prefect_api, tmp_path_fa
 
     edir = root.joinpath(state.result()).parent  # the eval artifact that wrote report.md
     report = json.loads((edir / "report.json").read_text())
-    assert set(report["models"]) == {"base", "tuned"} and report["eval_articles"] >= 1
-    models = json.loads((edir / "meta.json").read_text())["config"]["models"]
-    assert models["tuned"]["backend"] == "vllm" and models["tuned"]["adapter"].endswith("/adapter")
+    assert {"base", "tuned", "lead-3"} <= set(report["models"]) and report["n_articles"] >= 1
+    spec = report["model_specs"]["tuned"]
+    assert spec.startswith("vllm:") and "/adapter" in spec
     for name in ("base", "tuned"):  # greedy summaries from vLLM, the tuned one through the LoRA adapter
-        acct = report["accounting"][f"eval_{name}_generation"]
-        assert acct["requests"] == report["eval_articles"] and acct["output_tokens"] > 0 and not acct["errors"]
+        acct = report["accounting"][f"eval {name} generation"]
+        assert acct["requests"] == report["n_articles"] and acct["output_tokens"] > 0 and not acct["errors"]

@@ -4,11 +4,12 @@ everything downstream of them."""
 
 import pytest
 
-from sumpref import cachekey, stages
+from sumpref import cachekey, compare, stages
 from sumpref.artifacts import ArtifactRef
 from sumpref.config import RunConfig
 
-STAGES = ("articles", "questions", "samples", "judged", "pairs", "refprobs", "dpo", "merged", "eval")
+STAGES = ("articles", "questions", "samples", "judged", "pairs", "refprobs", "dpo", "merged", "eval_base",
+          "eval_tuned", "eval")
 
 
 def _ref(spec) -> ArtifactRef:
@@ -32,7 +33,11 @@ def pipeline_keys(cfg: RunConfig) -> dict[str, str]:
     d = _ref(specs["dpo"])
     specs["merged"] = stages.merged_spec(cfg, cfg.policy.model, d)
     tuned = cfg.policy.model_copy(update={"adapter": d.child("adapter")})
-    specs["eval"] = stages.eval_spec(cfg, a, q, tuned, [d], {"articles": a, "questions": q, "pairs": p})
+    e = stages.run_eval_config(cfg, tuned)
+    specs["eval_base"] = compare.model_spec(e, e.models[0], a, q)
+    specs["eval_tuned"] = compare.model_spec(e, e.models[1], a, q)
+    judged = {"base": _ref(specs["eval_base"]), "tuned": _ref(specs["eval_tuned"])}
+    specs["eval"] = compare.compare_spec(e, a, q, judged, {"articles": a, "questions": q, "pairs": p}, [d])
     return {name: s.key for name, s in specs.items()}
 
 
@@ -48,11 +53,12 @@ def edit(monkeypatch, module: str) -> None:
 
 
 @pytest.mark.parametrize("module,changed", [
-    ("sumpref.pairs", {"pairs", "refprobs", "dpo", "merged", "eval"}),
-    ("sumpref.stages.pairs", {"pairs", "refprobs", "dpo", "merged", "eval"}),
-    ("sumpref.sampling", {"samples", "judged", "pairs", "refprobs", "dpo", "merged", "eval"}),
-    ("sumpref.judges", {"questions", "samples", "judged", "pairs", "refprobs", "dpo", "merged", "eval"}),
-    ("sumpref.report", {"eval"}),
+    ("sumpref.pairs", {"pairs", "refprobs", "dpo", "merged", "eval_base", "eval_tuned", "eval"}),
+    ("sumpref.stages.pairs", {"pairs", "refprobs", "dpo", "merged", "eval_tuned", "eval"}),
+    ("sumpref.sampling", {"samples", "judged", "pairs", "refprobs", "dpo", "merged", "eval_base", "eval_tuned", "eval"}),
+    ("sumpref.judges", {"questions", "samples", "judged", "pairs", "refprobs", "dpo", "merged", "eval_base", "eval_tuned",
+                        "eval"}),
+    ("sumpref.format_metrics", {"eval_base", "eval_tuned", "eval"}),
     ("sumpref.data", set(STAGES)),
 ])
 def test_editing_a_module_rekeys_exactly_its_stages_and_downstream(cfg, monkeypatch, module, changed):
@@ -66,7 +72,7 @@ def test_editing_a_module_rekeys_exactly_its_stages_and_downstream(cfg, monkeypa
 def test_keys_are_deterministic_and_follow_the_config_slice(cfg):
     assert pipeline_keys(cfg) == pipeline_keys(cfg)
     beta = pipeline_keys(cfg.model_copy(update={"dpo": cfg.dpo.model_copy(update={"beta": 0.3})}))
-    assert {s for s in STAGES if beta[s] != pipeline_keys(cfg)[s]} == {"dpo", "merged", "eval"}
+    assert {s for s in STAGES if beta[s] != pipeline_keys(cfg)[s]} == {"dpo", "merged", "eval_tuned", "eval"}
 
 
 def test_closure_holds_every_module_a_stage_runs():
@@ -76,8 +82,9 @@ def test_closure_holds_every_module_a_stage_runs():
     for m in ("sumpref.stages.samples", "sumpref.sampling", "sumpref.backends.base", "sumpref.backends.vllm_ray",
               "sumpref.backends.openai_http", "sumpref.backends.transformers_backend", "sumpref.models"):
         assert m in samples, m
-    evaluation = cachekey.import_closure(("sumpref.stages.evaluation",))
-    assert {"sumpref.evaluate", "sumpref.report", "sumpref.judges", "sumpref.pairs"} <= set(evaluation)
+    evaluation = cachekey.import_closure(("sumpref.compare",))
+    assert {"sumpref.evaluate", "sumpref.format_metrics", "sumpref.lead", "sumpref.judges", "sumpref.pairs",
+            "sumpref.similarity"} <= set(evaluation)
     assert all(m == "sumpref" or m.startswith("sumpref.") for m in samples + evaluation)
     assert "sumpref.training.packed_dpo" not in samples  # only what the stage can run
 
@@ -88,3 +95,23 @@ def test_the_key_is_where_the_library_writes(cfg, tmp_path):
     ref = cachekey.StageSpec(spec.root, spec.stage, spec.config, spec.upstream, spec.module,
                              lambda out: (out / "data.txt").write_text("x") and {"rows": 1}).run()
     assert ref.key == spec.key and ref.uri == spec.uri and spec.finished() == ref
+
+
+def test_the_same_run_under_another_root_has_the_same_keys(tmp_path):
+    """No absolute path in any key: store paths in a config slice (an adapter, a merged model) count
+    by their place in the store, as `{root}/...`."""
+    def keys(root):
+        cfg = RunConfig.model_validate({"root": str(root), "dpo": {"trainer": "packed"}})
+        out = pipeline_keys(cfg)
+        merged = cfg.policy.model_copy(update={"model": str(root / "merged" / "k" / "model")})  # round 2's policy
+        a = ArtifactRef(uri=(root / "articles" / "k").as_uri(), stage="articles", key="k", fingerprint="fa", rows=1)
+        out["samples_r2"] = stages.samples_spec(cfg, a, a, merged).key
+        return out
+
+    one, two = keys(tmp_path / "one"), keys(tmp_path / "two")
+    assert one == two
+    other = RunConfig.model_validate({"root": str(tmp_path / "one"), "dpo": {"trainer": "packed"}})
+    elsewhere = other.policy.model_copy(update={"model": str(tmp_path / "elsewhere" / "model")})
+    a = ArtifactRef(uri="file:///x", stage="articles", key="k", fingerprint="fa", rows=1)
+    assert stages.samples_spec(other, a, a, elsewhere).key != stages.samples_spec(
+        other, a, a, other.policy.model_copy(update={"model": str(tmp_path / "one" / "model")})).key

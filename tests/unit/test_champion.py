@@ -9,7 +9,7 @@ import yaml
 
 from sumpref.champion import (champion_as_of, current_champion, read_history, record_round, round_id, should_promote,
                               used_article_ids)
-from sumpref.config import ConfigError, RunConfig, config_from_dict, load_config
+from sumpref.config import ConfigError, PairsConfig, RunConfig, config_from_dict, load_config
 from sumpref.nightly import check_nightly, plot_rounds, render_rounds, rounds_table, select_articles
 from sumpref.pairs import best_worst_pair, build_pairs
 
@@ -29,7 +29,7 @@ def entry(day, rnd, status, parent="initial", train=("a",), evals=("b",)):
             "model": f"/m/{day}-{rnd}" if status == "promoted" else None, "base_model": "base", "threshold": 0.5,
             "win_rate": win(0.7, 0.55, 0.85), "articles": {"train": list(train), "eval": list(evals)},
             "metrics": {"candidate": {k: metric(0.5) for k in ("accuracy_ge3", "mean_correct", "median_compression",
-                                                                 "two_sentences")}}}
+                                                                 "at_most_2_sentences")}}}
 
 
 @pytest.mark.parametrize("w,threshold,expected", [
@@ -110,10 +110,17 @@ def row(i, correct, words, aid="a1"):
 
 
 def test_best_worst_pairs_the_best_and_the_worst_sample_by_score():
-    pairs, ties = best_worst_pair([row(0, 3, 20), row(1, 5, 30), row(2, 1, 10), row(3, 5, 25)])
+    rule = PairsConfig()
+    pairs, ties = best_worst_pair([row(0, 3, 20), row(1, 5, 30), row(2, 1, 10), row(3, 5, 25)], rule)
     assert ties == 0 and [(c["sample_idx"], r["sample_idx"]) for c, r in pairs] == [(3, 2)]
-    assert best_worst_pair([row(0, 2, 20), row(1, 2, 20)]) == ([], 1)
-    assert best_worst_pair([row(0, 2, 20)]) == ([], 0)
+    assert best_worst_pair([row(0, 2, 20), row(1, 2, 20)], rule) == ([], 1)
+    assert best_worst_pair([row(0, 2, 20)], rule) == ([], 0)
+    # The format first: the best-scoring sample was cut at the token limit, so the best in format wins.
+    fmt = PairsConfig(format_rule=True)
+    cut = {**row(3, 5, 25), "finish_reason": "length"}
+    pairs, _ = best_worst_pair([row(0, 3, 20), row(1, 1, 10), cut], fmt)
+    assert [(c["sample_idx"], r["sample_idx"]) for c, r in pairs] == [(0, 3)]
+    assert best_worst_pair([cut, {**row(1, 1, 10), "finish_reason": "length"}], fmt) == ([], 1)
     cfg = config_from_dict({"pairs": {"selection": "best_worst", "valid_fraction": 0.0}}).pairs
     out, _, counts = build_pairs([row(0, 4, 20), row(1, 1, 30), row(2, 3, 25)], cfg)
     assert len(out) == 1 and out[0]["chosen_correct"] == 4 and out[0]["rejected_correct"] == 1

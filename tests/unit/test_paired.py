@@ -5,26 +5,33 @@ import numpy as np
 import pytest
 
 from sumpref.config import ConfigError, PairsConfig
-from sumpref.evaluate import (bootstrap_indices, compare_models, ngram_support, paired_mean_diff, paired_win_rate,
+from sumpref.evaluate import (bootstrap_indices, bootstrap_median, compare_models, paired_mean_diff, paired_win_rate,
                               render_comparison, rouge_l, win_scores)
 
 
 def judged(spec, prefix="a"):
-    return [{"article_id": f"{prefix}{i}", "summary": s, "n_correct": c, "n_words": len(s.split()), "article_words": 100}
-            for i, (c, s) in enumerate(spec)]
+    return [{"article_id": f"{prefix}{i}", "summary": s, "n_correct": c, "n_words": len(s.split()), "article_words": 100,
+             "finish_reason": "stop"} for i, (c, s) in enumerate(spec)]
+
+
+def overlap(summaries, references):
+    """A stand-in for the MiniLM similarity (unit tests load no model): word-set Jaccard."""
+    out = []
+    for s, r in zip(summaries, references):
+        a, b = set((s or "").lower().split()), set((r or "").lower().split())
+        out.append(len(a & b) / len(a | b) if r and (a | b) else float("nan"))
+    return np.array(out)
 
 
 ARTICLES = {f"a{i}": {"article": "the cat sat on the mat while the dog slept by the door", "highlights": "The cat sat on the mat."}
             for i in range(6)}
 
 
-def test_ngram_support_counts_summary_bigrams_found_in_the_article():
-    art = "The cat sat on the mat."
-    assert ngram_support("the cat sat", art) == 1.0  # (the cat), (cat sat)
-    assert ngram_support("the cat flew", art) == 0.5  # (cat flew) is not in the article
-    assert ngram_support("Cat, SAT!", art) == 1.0  # case and punctuation do not matter
-    assert ngram_support("mat", art) == 1.0 and ngram_support("moon", art) == 0.0  # one word: unigram
-    assert np.isnan(ngram_support("", art)) and np.isnan(ngram_support(None, art))
+def test_bootstrap_median_by_hand():
+    v = np.array([1.0, 2.0, 10.0, np.nan])
+    m = bootstrap_median(v, np.array([[0, 1, 2, 3], [0, 0, 0, 3], [2, 2, 1, 1]]))  # medians 2, 1, 6
+    assert m["value"] == 2.0 and m["n"] == 3
+    assert m["ci95"] == (pytest.approx(np.percentile([2, 1, 6], 2.5)), pytest.approx(np.percentile([2, 1, 6], 97.5)))
 
 
 def test_rouge_l_against_the_highlights():
@@ -60,8 +67,9 @@ def test_the_pairing_removes_article_difficulty():
 
 def test_identical_models_tie_and_their_difference_ci_contains_zero():
     rows = judged([(5, "w " * 20), (2, "w " * 30), (4, "w " * 12), (0, "w " * 9), (3, "w " * 40), (1, "x y z")])
-    rep = compare_models({"base": rows, "same": [dict(r) for r in rows]}, ARTICLES, "base", PairsConfig(), 200, 300, 0)
-    c = rep["comparisons"]["same"]
+    rep = compare_models({"base": rows, "same": [dict(r) for r in rows]}, ARTICLES, "base", PairsConfig(), 200, 300, 0,
+                         similarity=overlap)
+    c = rep["comparisons"]["same vs base"]
     assert c["win_rate"]["value"] == 0.5 and (c["win_rate"]["ties"], c["win_rate"]["n"]) == (6, 6)
     assert c["win_rate"]["ci95"] == (0.5, 0.5)
     for key, d in c["diffs"].items():
@@ -71,25 +79,25 @@ def test_identical_models_tie_and_their_difference_ci_contains_zero():
 def test_a_strictly_better_model_has_a_ci_above_zero():
     base = judged([(1, "w " * 20), (2, "w " * 20), (0, "w " * 20), (1, "w " * 20), (2, "w " * 20), (1, "w " * 20)])
     better = judged([(4, "w " * 20), (5, "w " * 20), (3, "w " * 20), (5, "w " * 20), (4, "w " * 20), (3, "w " * 20)])
-    rep = compare_models({"base": base, "better": better}, ARTICLES, "base", PairsConfig(), 200, 300, 0)
-    c = rep["comparisons"]["better"]
+    rep = compare_models({"base": base, "better": better}, ARTICLES, "base", PairsConfig(), 200, 300, 0,
+                         similarity=overlap)
+    c = rep["comparisons"]["better vs base"]
     assert c["win_rate"]["value"] == 1.0 and c["win_rate"]["wins"] == 6 and c["win_rate"]["ci95"][0] > 0.5
     assert c["diffs"]["mean_correct"]["ci95"][0] > 0 and c["diffs"]["accuracy_ge3"]["value"] == 1.0
     assert rep["models"]["better"]["accuracy_ge3"]["value"] == 1.0 and rep["models"]["base"]["accuracy_ge3"]["value"] == 0.0
     md = render_comparison({**rep, "name": "t", "data_source": "x.jsonl", "judge": "cloze", "drops": {"better": {"gen": 1}}})
     assert "| Win rate (preference rule; win 1, tie 0.5) | 100.0% [100.0, 100.0] |" in md
-    assert "| Accuracy >= 3 | +100.0 pp [+100.0, +100.0] |" in md and "| better | gen | 1 |" in md
+    assert "| Accuracy >= 3 (judge) | +100.0 pp [+100.0, +100.0] |" in md and "| better | gen | 1 |" in md
+    assert "| Median compression | 20.0% [20.0, 20.0] | 20.0% [20.0, 20.0] |" in md
 
 
-def test_win_scores_follow_the_training_preference_rule_and_match_win_rate():
-    from sumpref.evaluate import win_rate
-
+def test_win_scores_follow_the_training_preference_rule():
     base = judged([(2, "w " * 30), (4, "w " * 30), (4, "w " * 30)])
     tuned = judged([(4, "w " * 30), (4, "w " * 10), (4, "w " * 31)])  # win (more correct), win (shorter), tie
     s = win_scores(tuned, base, ["a0", "a1", "a2", "a9"], PairsConfig())
     assert s[:3].tolist() == [1.0, 1.0, 0.5] and np.isnan(s[3])
     w = paired_win_rate(s, bootstrap_indices(4, 200, 0))
-    assert w["value"] == win_rate(tuned, base, PairsConfig(), 200, 0)["value"] == 2.5 / 3
+    assert w["value"] == 2.5 / 3
     assert (w["wins"], w["ties"], w["losses"], w["n"]) == (2, 1, 0, 3)
 
 
@@ -98,10 +106,21 @@ def test_independent_metrics_are_paired_too():
             "a1": {"article": "alpha beta gamma delta", "highlights": None}}
     copy = judged([(3, "alpha beta"), (3, "gamma delta")])
     invent = judged([(3, "zeta eta"), (3, "theta iota")])
-    rep = compare_models({"copy": copy, "invent": invent}, arts, "copy", PairsConfig(), 200, 100, 0)
-    d = rep["comparisons"]["invent"]["diffs"]
-    assert d["faithfulness"]["value"] == -1.0 and d["faithfulness"]["n"] == 2
+    rep = compare_models({"copy": copy, "invent": invent}, arts, "copy", PairsConfig(), 200, 100, 0,
+                         similarity=overlap)
+    d = rep["comparisons"]["invent vs copy"]["diffs"]
+    assert d["novel_bigrams"]["value"] == 1.0 and d["novel_bigrams"]["n"] == 2
     assert d["rouge_l"]["value"] == -1.0 and d["rouge_l"]["n"] == 1  # only a0 has highlights
+    assert d["similarity"]["value"] == -1.0 and d["similarity"]["n"] == 1
+    assert d["lead_copy_share"]["value"] == -0.5  # "alpha beta" starts the article; "gamma delta" does not
+
+
+def test_comparisons_beyond_the_baseline():
+    rows = judged([(5, "w " * 20), (2, "w " * 30)])
+    rep = compare_models({"base": rows, "tuned": rows, "lead": rows}, ARTICLES, "base", PairsConfig(), 200, 50, 0,
+                         [("tuned", "base"), ("tuned", "lead")], similarity=overlap)
+    assert list(rep["comparisons"]) == ["tuned vs base", "tuned vs lead"]
+    assert rep["comparisons"]["tuned vs lead"]["baseline"] == "lead"
 
 
 # --- the evaluation flow's config ---

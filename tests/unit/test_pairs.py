@@ -95,3 +95,24 @@ def test_pairs_stage_drops_summaries_that_were_never_judged(tmp_path):
     pairs = read_table(ref.path / "train.parquet") + read_table(ref.path / "valid.parquet")
     assert [(p["chosen_correct"], p["rejected_correct"]) for p in pairs] == [(5, 1)]
     assert ref.meta()["info"]["drops"] == {"generation_error:http_500": 1, "no_judge_output": 1}
+
+
+def test_format_rule_puts_the_prompts_format_first():
+    """A summary cut at the token limit or over 2 sentences loses to one in format, whatever its
+    count; two out of format make no pair; two in format follow the published rule."""
+    from sumpref.pairs import format_ok, prefer_for_training
+
+    cfg = PairsConfig(format_rule=True)
+    ok = {"summary": "One sentence. Two sentences.", "finish_reason": "stop", "n_correct": 3, "n_words": 30}
+    short_ok = {**ok, "n_words": 12}
+    cut = {"summary": "A long copy of the lead that runs on and", "finish_reason": "length", "n_correct": 5, "n_words": 60}
+    three = {"summary": "One. Two. Three.", "finish_reason": "stop", "n_correct": 5, "n_words": 60}
+    assert format_ok(ok, cfg) and not format_ok(cut, cfg) and not format_ok(three, cfg)
+    assert prefer_for_training(ok, cut, cfg) == 1 and prefer_for_training(three, ok, cfg) == -1
+    assert prefer_for_training(cut, three, cfg) is None
+    assert prefer_for_training(short_ok, ok, cfg) == 1  # both in format: the shorter wins
+    assert prefer_for_training({**ok, "n_correct": 2}, cut, PairsConfig()) == -1  # off: the published rule alone
+    rows = [{**r, "article_id": "a", "sample_idx": i, "prompt_text": "P"} for i, r in enumerate([ok, cut, three])]
+    pairs, _, counts = build_pairs(rows, cfg.model_copy(update={"valid_fraction": 0.0}))
+    assert sorted((p["chosen_words"], p["rejected_words"]) for p in pairs) == [(30, 60), (30, 60)]
+    assert counts["ties"] == 1  # cut vs three: no pair

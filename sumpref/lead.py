@@ -1,0 +1,106 @@
+"""Extractive baselines: summaries cut from the article's opening, evaluated like a model.
+
+Specs (`EvalModel.extract` in the evaluation config):
+- `lead:K`: the article's first K sentences (lead-3, the baseline every CNN/DM paper reports);
+- `lead-words:N`: the article's first N words, cut at a word boundary.
+
+`match_words` truncates any baseline to another model's word count for the same article, so a
+baseline and a model can be compared at equal length, article by article.
+
+Sentences are split by `split_sentences`: a rule-based splitter (end punctuation followed by
+space and a capital, digit or quote), which keeps common abbreviations ("Mr.", "U.S.", single
+initials) inside their sentence. The same splitter counts a summary's sentences for the format
+metrics (`sumpref.format_metrics`), so lead-3 has exactly 3 sentences by that count.
+"""
+
+from __future__ import annotations
+
+import re
+
+SPEC_RE = re.compile(r"^(lead):([1-9][0-9]*)$|^(lead-words):([1-9][0-9]*)$")
+
+# Tokens that end in a period without ending a sentence.
+_ABBREV = {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "gen", "col", "lt", "sgt", "capt", "gov", "sen", "rep",
+           "rev", "hon", "no", "vs", "etc", "inc", "ltd", "co", "corp", "jan", "feb", "mar", "apr", "aug", "sept",
+           "sep", "oct", "nov", "dec", "mt", "ft", "u.s", "u.k", "u.n", "e.g", "i.e", "a.m", "p.m", "d.c"}
+_BOUNDARY = re.compile(r"([.!?]+['\"\u2019\u201d)]*)\s+(?=[\"'\u2018\u201c(]?[A-Z0-9])")
+
+
+def _ends_abbreviation(text: str) -> bool:
+    last = text.rsplit(None, 1)[-1] if text.split() else ""
+    word = last.rstrip(".").lstrip("(\"'").lower()
+    return word in _ABBREV or (len(word) == 1 and word.isalpha())
+
+
+def split_sentences(text: str | None) -> list[str]:
+    """The sentences of `text`, in order, stripped; an empty text has none."""
+    text = " ".join((text or "").split())
+    out, start = [], 0
+    for m in _BOUNDARY.finditer(text):
+        piece = text[start:m.end(1)]
+        if m.group(1) == "." and _ends_abbreviation(piece):
+            continue
+        out.append(piece.strip())
+        start = m.end()
+    tail = text[start:].strip()
+    if tail:
+        out.append(tail)
+    return [s for s in out if s]
+
+
+def stop_after_sentences(text: str, n: int) -> str | None:
+    """`text` cut after its `n`-th sentence when more follows, else None: the stop rule of a decoder
+    asked for at most `n` sentences (applied to the text, as an API's stop sequence would be)."""
+    sentences = split_sentences(text)
+    if len(sentences) <= n:
+        return None
+    return " ".join(sentences[:n])
+
+
+def parse_spec(spec: str) -> tuple[str, int]:
+    """`"lead:3"` -> ("lead", 3); `"lead-words:40"` -> ("lead-words", 40); else ValueError."""
+    m = SPEC_RE.match(spec or "")
+    if not m:
+        raise ValueError(f"{spec!r} is not a baseline spec: use 'lead:K' (first K sentences) or 'lead-words:N' "
+                         "(first N words)")
+    kind, n = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    return kind, int(n)
+
+
+def extract(article: str, spec: str) -> str:
+    """The baseline summary of `article` named by `spec`."""
+    kind, n = parse_spec(spec)
+    if kind == "lead":
+        return " ".join(split_sentences(article)[:n])
+    return " ".join(article.split()[:n])
+
+
+def match_words(summary: str, n_words: int) -> str:
+    """`summary` cut to its first `n_words` words (whitespace-separated, as `word_count` counts)."""
+    return " ".join(summary.split()[:max(0, n_words)])
+
+
+class LeadSummarizer:
+    """Shard worker (`raygen.run_shards`): article rows in, the baseline's summary rows out, in the
+    columns `sampling.Summarizer` writes (one summary per article, `finish_reason` "stop"). A row's
+    `match_words` (when present) cuts its summary to that many words."""
+
+    def __init__(self, spec: str):
+        parse_spec(spec)
+        self.spec = spec
+
+    def load(self) -> None:
+        pass
+
+    def run(self, rows: list[dict]):
+        from sumpref.backends.base import BackendStats
+
+        out = []
+        for r in rows:
+            text = extract(r["article"], self.spec)
+            if r.get("match_words") is not None:
+                text = match_words(text, int(r["match_words"]))
+            out.append({"article_id": r["id"], "sample_idx": 0, "summary": text, "prompt_text": None,
+                        "n_words": len(text.split()), "article_words": r.get("orig_words") or len(r["article"].split()),
+                        "output_tokens": 0, "finish_reason": "stop", "gen_error": None})
+        return out, BackendStats()
