@@ -1,6 +1,6 @@
-"""The whole method as one Prefect flow: articles -> questions -> summaries -> judged scores ->
-pairs -> DPO -> evaluation, repeated for `config.iterations` rounds (iterative DPO: round k
-samples from, and is referenced against, round k-1's merged policy).
+"""The whole method as one Prefect flow: articles -> questions -> `config.iterations` rounds
+(summaries -> judged scores -> pairs -> DPO, the round subflow `flows.round`; iterative DPO:
+round k samples from, and is referenced against, round k-1's merged policy) -> evaluation.
 
     python -m flows.full_pipeline --config configs/demo.yaml [section.field=value ...]
 """
@@ -20,8 +20,9 @@ from sumpref.preflight import PreflightError, preflight  # noqa: E402
 from flows.evaluate import evaluate_on  # noqa: E402
 from sumpref.stages.evaluation import run_eval_config  # noqa: E402
 from tasks.evaluate import publish_report  # noqa: E402
-from tasks.stages import (build_pairs, judge_summaries, load_articles, merge_adapter,  # noqa: E402
-                          reference_logprobs, sample_summaries, train_dpo, write_questions)
+from flows.round import dpo_round  # noqa: E402
+from sumpref.stages.round import Round, lineage  # noqa: E402
+from tasks.stages import load_articles, write_questions  # noqa: E402
 
 
 @flow(name="sumpref-full-pipeline")
@@ -37,17 +38,11 @@ def full_pipeline(config: RunConfig = RunConfig()) -> str:
     if cfg.eval.judge is not None:
         eval_questions = upstream["eval_questions"] = write_questions(cfg, articles, cfg.eval.judge, "eval").result()
     for rnd in range(1, cfg.iterations + 1):
-        samples = sample_summaries(cfg, articles, questions, policy).result()
-        judged = judge_summaries(cfg, questions, samples, cfg.judge).result()
-        pairs = build_pairs(cfg, judged).result()
-        refprobs = reference_logprobs(cfg, pairs, policy.model).result() if cfg.dpo.trainer == "packed" else None
-        adapter = train_dpo(cfg, pairs, policy.model, refprobs).result()
-        adapters.append(adapter)
-        upstream.update({f"samples_r{rnd}": samples, f"judged_r{rnd}": judged, f"pairs_r{rnd}": pairs})
-        tuned = policy.model_copy(update={"adapter": adapter.child("adapter")})
-        if rnd < cfg.iterations:
-            merged = merge_adapter(cfg, policy.model, adapter).result()
-            policy = policy.model_copy(update={"model": merged.child("model"), "adapter": None})
+        r = Round(cfg, articles, questions, policy, merge=rnd < cfg.iterations)
+        done = dpo_round(r, rnd)
+        adapters.append(done["dpo"])
+        upstream.update(lineage(rnd, done))
+        tuned, policy = r.tuned(done), r.next_policy(done)
     report = evaluate_on(run_eval_config(cfg, tuned), articles, eval_questions, upstream, adapters)
     path = publish_report(report)
     get_run_logger().info("Report: %s", path)

@@ -1,9 +1,12 @@
 """Nightly rounds that continue from the champion: each round's article sample, its run
 configuration, its registry entry, and the view of every round so far.
 
-- `select_articles_stage`: that date's fresh article sample for one round (articles used by earlier
-  rounds excluded unless `nightly.reuse_articles`), written as a JSONL source the ordinary
-  articles stage then loads, so every later stage is the unchanged pipeline.
+- `round_articles_spec`: the stage (`nightly_articles`) of that date's fresh article sample for one
+  round (articles used by earlier rounds excluded unless `nightly.reuse_articles`), written as a
+  JSONL source the ordinary articles stage then loads, so every later stage is the unchanged
+  pipeline. Its key is every stage's key (`sumpref.cachekey`): its code version covers this
+  module's import closure, so an edit of this module or of any module it imports rekeys it and,
+  through the sample's path in the next stage's `data.source`, everything after it.
 - `round_config`: the run config of one round: data = that sample, policy = the champion.
 - `round_entry`: the registry entry of a decided round (lineage: data, config, round, parent,
   evaluation numbers, article ids).
@@ -17,10 +20,10 @@ import json
 import random
 from pathlib import Path
 
-from sumpref.artifacts import ArtifactRef, read_table, run_stage
+from sumpref.artifacts import ArtifactRef, read_table
+from sumpref.cachekey import StageSpec
 from sumpref.config import ConfigError, RunConfig
 
-NIGHTLY_MODULES = ("sumpref.nightly", "sumpref.data")
 ROUND_METRICS = [("accuracy_ge3", "Accuracy >= 3", True), ("mean_correct", "Mean correct", False),
                  ("median_compression", "Median compression", True), ("at_most_2_sentences", "At most 2 sentences", True)]
 
@@ -30,15 +33,6 @@ def check_nightly(cfg: RunConfig) -> None:
     if cfg.nightly.reference == "fixed" and cfg.dpo.trainer != "packed":
         raise ConfigError("nightly.reference: 'fixed' needs dpo.trainer 'packed' (reference log-probs from the initial "
                           "model, training from the champion); use 'previous' with dpo.trainer 'trl'")
-
-
-def _code_version() -> str:
-    import importlib.util
-
-    h = hashlib.sha256()
-    for name in NIGHTLY_MODULES:
-        h.update(Path(importlib.util.find_spec(name).origin).read_bytes())
-    return h.hexdigest()[:12]
 
 
 def select_articles(pool: list[dict], exclude: set[str], n: int, seed: str) -> list[dict]:
@@ -51,7 +45,7 @@ def select_articles(pool: list[dict], exclude: set[str], n: int, seed: str) -> l
     return rng.sample(fresh, n)
 
 
-def select_articles_stage(cfg: RunConfig, day: str, rnd: int, exclude: list[str]) -> ArtifactRef:
+def round_articles_spec(cfg: RunConfig, day: str, rnd: int, exclude: list[str]) -> StageSpec:
     """`{root}/nightly_articles/{key}/articles.jsonl`: the round's sample of `cfg.data.source`."""
     from sumpref.data import load_articles, source_fingerprint
 
@@ -69,7 +63,7 @@ def select_articles_stage(cfg: RunConfig, day: str, rnd: int, exclude: list[str]
     excluded_hash = hashlib.sha256("\n".join(excluded).encode()).hexdigest()[:16]
     slice_ = {"data": cfg.data.model_dump(), "files": source_fingerprint(cfg.data), "date": day, "round": rnd,
               "n": n, "excluded": excluded_hash}
-    return run_stage(cfg.root, "nightly_articles", slice_, [], _code_version(), produce)
+    return StageSpec(cfg.root, "nightly_articles", slice_, [], __name__, produce)
 
 
 def round_config(cfg: RunConfig, sample: ArtifactRef, champion_model: str) -> RunConfig:
@@ -78,6 +72,12 @@ def round_config(cfg: RunConfig, sample: ArtifactRef, champion_model: str) -> Ru
                                        "article_formats": ()})
     policy = cfg.policy.model_copy(update={"model": champion_model, "adapter": None})
     return cfg.model_copy(update={"data": data, "policy": policy, "iterations": 1})
+
+
+def reference_model(cfg: RunConfig, champion: dict) -> str:
+    """DPO's reference in a round from `champion`: the initial model (`nightly.reference: fixed`)
+    or the champion itself (`previous`)."""
+    return champion["base_model"] if cfg.nightly.reference == "fixed" else champion["model"]
 
 
 def round_win_rate(report: dict) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from sumpref.config import OpenAIBackendConfig
 
@@ -42,6 +43,6 @@ def export_backend_secret(cfg: OpenAIBackendConfig, overwrite: bool = False) -> 
     return True
 
 
-@task(name="export-backend-secret", retries=2, retry_delay_seconds=5, log_prints=False)
+@task(name="export-backend-secret", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, log_prints=False)
 def export_backend_secret_task(cfg: OpenAIBackendConfig) -> bool:
     return export_backend_secret(cfg)

@@ -53,31 +53,38 @@ def write_questions(cfg: RunConfig, articles: ArtifactRef, judge: JudgeConfig, s
     return run_spec(stages.questions_spec(cfg, articles, judge, split), judge.backend)
 
 
+# The round's stages (`sumpref.stages.round.STEPS`): the library builds each spec and names the
+# backends it runs (`RoundStep.backends`, whose API keys `run_spec` resolves first); the task runs it.
 @task(name="sample-summaries", **_GENERATION)
-def sample_summaries(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, policy: BackendConfig) -> State:
-    return run_spec(stages.samples_spec(cfg, articles, questions, policy), policy)
+def sample_summaries(spec: StageSpec, backends: tuple = ()) -> State:
+    return run_spec(spec, *backends)
 
 
 @task(name="judge-summaries", **_GENERATION)
-def judge_summaries(cfg: RunConfig, questions: ArtifactRef, samples: ArtifactRef, judge: JudgeConfig) -> State:
-    return run_spec(stages.judged_spec(cfg, questions, samples, judge), judge.backend)
+def judge_summaries(spec: StageSpec, backends: tuple = ()) -> State:
+    return run_spec(spec, *backends)
 
 
 @task(name="build-pairs", **_STAGE)
-def build_pairs(cfg: RunConfig, judged: ArtifactRef) -> State:
-    return run_spec(stages.pairs_spec(cfg, judged))
+def build_pairs(spec: StageSpec, backends: tuple = ()) -> State:
+    return run_spec(spec, *backends)
 
 
 @task(name="reference-logprobs", **_GENERATION)
-def reference_logprobs(cfg: RunConfig, pairs: ArtifactRef, base_model: str) -> State:
-    return run_spec(stages.refprobs_spec(cfg, pairs, base_model))
+def reference_logprobs(spec: StageSpec, backends: tuple = ()) -> State:
+    return run_spec(spec, *backends)
 
 
 @task(name="train-dpo", retries=1, retry_delay_seconds=30, **_STAGE)
-def train_dpo(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: ArtifactRef | None = None) -> State:
-    return run_spec(stages.dpo_spec(cfg, pairs, base_model, refprobs))
+def train_dpo(spec: StageSpec, backends: tuple = ()) -> State:
+    return run_spec(spec, *backends)
 
 
 @task(name="merge-adapter", **_STAGE)
-def merge_adapter(cfg: RunConfig, base_model: str, adapter: ArtifactRef) -> State:
-    return run_spec(stages.merged_spec(cfg, base_model, adapter))
+def merge_adapter(spec: StageSpec, backends: tuple = ()) -> State:
+    return run_spec(spec, *backends)
+
+
+ROUND_TASKS = {"samples": sample_summaries, "judged": judge_summaries, "pairs": build_pairs,
+               "refprobs": reference_logprobs, "dpo": train_dpo, "merged": merge_adapter}
+"""The task that runs each step of a round, by stage: the steps themselves are the library's."""

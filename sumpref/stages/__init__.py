@@ -12,6 +12,9 @@
 | merged | `merged.py` | `merge_stage` |
 | eval_model, eval_compare | `evaluation.py` (the stages: `sumpref.compare`) | `evaluate` |
 
+A round (samples -> judged -> pairs -> refprobs -> dpo -> merged) is the ordered table
+`round.STEPS`, run by `run_round` here and by the round subflow (`flows/round.py`) in Prefect.
+
 Each module is glue only: it names the stage's config slice and upstream artifacts in a
 `StageSpec` (`*_spec`, whose key `sumpref.cachekey` computes, code version included) and says
 how to produce the files; the logic lives in the domain modules (`data`, `judges`, `sampling`,
@@ -27,10 +30,11 @@ from sumpref.stages.merged import merge_stage, merged_spec
 from sumpref.stages.pairs import pairs_spec, pairs_stage
 from sumpref.stages.questions import questions_spec, questions_stage
 from sumpref.stages.refprobs import refprobs_spec, refprobs_stage
+from sumpref.stages.round import Round, run_round
 from sumpref.stages.samples import sample_stage, samples_spec
 
 __all__ = [
-    "articles_spec", "dpo_spec", "evaluate", "judge_stage", "judged_spec", "load_stage",
+    "Round", "articles_spec", "dpo_spec", "evaluate", "judge_stage", "judged_spec", "load_stage",
     "merge_stage", "merged_spec", "pairs_spec", "pairs_stage", "questions_spec", "questions_stage", "refprobs_spec",
-    "refprobs_stage", "run_eval_config", "sample_stage", "samples_spec", "train_stage",
+    "refprobs_stage", "run_eval_config", "run_round", "sample_stage", "samples_spec", "train_stage",
 ]

@@ -39,31 +39,31 @@ def tiny_config(root: Path, iterations: int = 1, **sections) -> RunConfig:
 
 
 def run_stages(cfg: RunConfig, through: str = "eval", after=None) -> dict:
-    """The pipeline's stages in order, without Prefect, up to and including `through`; returns each
-    stage's `ArtifactRef` by name, and calls `after(stage)` as each one ends. What the kill tests and
-    benchmarks/concurrent_runs.py run in a process of their own."""
+    """The pipeline's stages in order, without Prefect, up to and including `through`: articles,
+    questions, the library's round (`sumpref.stages.run_round`, the steps the round subflow runs),
+    then the evaluation, as `flows.full_pipeline` sequences them for one round. Returns each
+    stage's `ArtifactRef` by name (`eval`: the comparison), and calls `after(stage)` as each one
+    ends. What the kill tests and benchmarks/concurrent_runs.py run in a process of their own."""
     from sumpref import stages
 
-    def evaluate(r: dict):
-        tuned = cfg.policy.model_copy(update={"adapter": r["dpo"].child("adapter")})
-        upstream = {k: r[k] for k in ("articles", "samples", "judged", "pairs")}
-        return stages.evaluate(stages.run_eval_config(cfg, tuned), r["articles"], r["questions"], upstream, [r["dpo"]])
-
-    steps = {
-        "articles": lambda r: stages.load_stage(cfg),
-        "questions": lambda r: stages.questions_stage(cfg, r["articles"], cfg.judge),
-        "samples": lambda r: stages.sample_stage(cfg, r["articles"], r["questions"], cfg.policy),
-        "judged": lambda r: stages.judge_stage(cfg, r["questions"], r["samples"], cfg.judge),
-        "pairs": lambda r: stages.pairs_stage(cfg, r["judged"]),
-        "refprobs": lambda r: stages.refprobs_stage(cfg, r["pairs"], cfg.policy.model),
-        "dpo": lambda r: stages.train_stage(cfg, r["pairs"], cfg.policy.model, r["refprobs"]),
-        "eval": evaluate,
-    }
+    if cfg.iterations != 1:
+        raise ValueError(f"run_stages runs one round; iterations is {cfg.iterations}")
     refs: dict = {}
-    for stage, step in steps.items():
-        refs[stage] = step(refs)
+
+    def finished(stage: str, ref) -> bool:
+        refs[stage] = ref
         if after is not None:
             after(stage)
-        if stage == through:
-            break
+        return stage == through
+
+    if finished("articles", stages.load_stage(cfg)) or finished(
+            "questions", stages.questions_stage(cfg, refs["articles"], cfg.judge)):
+        return refs
+    r = stages.Round(cfg, refs["articles"], refs["questions"], cfg.policy)
+    for stage, ref in stages.run_round(r):
+        if finished(stage, ref):
+            return refs
+    upstream = {k: refs[k] for k in ("articles", "samples", "judged", "pairs")}
+    finished("eval", stages.evaluate(stages.run_eval_config(cfg, r.tuned(refs)), refs["articles"], refs["questions"],
+                                     upstream, [refs["dpo"]]))
     return refs

@@ -48,16 +48,24 @@ def run_script(env: dict, code: str, *args: str, timeout: int = 1800) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# A task run's task name: no subflow run (`round-1/`), no number (`-0`). The subflow's task runs
+# count too (`task_runs`): the round's stages run in its `round-N` subflow.
+TASK_NAME = """
+def task_name(name):
+    return name.split("/")[-1].rsplit("-", 1)[0]
+"""
+
 TRIGGER = """
 import json, sys
+""" + TASK_NAME + """
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter
 from prefect.deployments import run_deployment
+from tests.integration._flow_states import task_runs
 run = run_deployment(sys.argv[1], parameters=json.loads(sys.argv[2]), timeout=1800, poll_interval=1)
 with get_client(sync_client=True) as c:
-    tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [run.id]}))
+    tasks = task_runs(c, run.id)
 print(json.dumps({"id": str(run.id), "state": run.state.name,
-                  "tasks": [[t.name.rsplit("-", 1)[0], t.state.name if t.state else None, t.run_count] for t in tasks]}))
+                  "tasks": [[task_name(n), t.state.name if t.state else None, t.run_count] for n, t in tasks]}))
 """
 
 
@@ -123,7 +131,8 @@ def test_failed_pipeline_run_retried_through_the_api_reuses_finished_tasks(prefe
     after = run_script(env, f"""
 import json, time
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter
+from tests.integration._flow_states import task_runs
+{TASK_NAME}
 with get_client(sync_client=True) as c:
     deadline = time.time() + 1800
     while time.time() < deadline:
@@ -131,12 +140,12 @@ with get_client(sync_client=True) as c:
         if fr.state and fr.state.is_final() and fr.run_count > 1:
             break
         time.sleep(1)
-    tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id={{"any_": [fr.id]}}))
-    print(json.dumps({{"state": fr.state.name, "tasks": [[t.name.rsplit("-", 1)[0], t.state.name] for t in tasks]}}))
+    tasks = task_runs(c, fr.id)
+    print(json.dumps({{"state": fr.state.name, "tasks": [[task_name(n), t.state.name] for n, t in tasks]}}))
 """)
     assert after["state"] == "Completed", after
     assert set(STAGE_TASKS) <= tasks_in(after, "Cached"), after["tasks"]
-    assert list(root.glob("eval/*/report.md"))
+    assert list(root.glob("eval_compare/*/report.md"))
 
 
 def test_nightly_continues_from_the_champion_rejects_a_worse_round_and_reruns_cached(prefect_stack, night1):

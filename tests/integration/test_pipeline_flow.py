@@ -83,7 +83,8 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
     states = task_states(changed, expected=len(first))
     recomputed = {name if name.startswith("eval-model-") else name.rsplit("-", 1)[0]  # its own run name, no suffix
                   for name, s in states.items() if s != "Cached"}
-    assert recomputed == {"train-dpo", "eval-model-tuned", "eval-model-lead-3@tuned", "eval-compare", "publish-report"}, states
+    assert recomputed == {"round-1/train-dpo", "eval-model-tuned", "eval-model-lead-3@tuned", "eval-compare",
+                          "publish-report"}, states
 
     # Iterative DPO with our packed trainer: reference log-probs are their own cached stage; round
     # 1's sampling comes from cache (same inputs), round 2 samples from the merged round-1 policy
@@ -101,5 +102,9 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
     samples_meta = [json.loads((d / "meta.json").read_text()) for d in artifact_dirs(root, "samples")]
     assert any(m["config"]["policy"]["model"] == str(merged / "model") for m in samples_meta)
     states = task_states(packed)
-    sampling = sorted(s for n, s in states.items() if n.startswith("sample-summaries"))
-    assert sampling == ["Cached", "Completed"], states
+    # Each round is its subflow `round-N`, its tasks named `round-N/{task}-{id}`.
+    rounds = {n.rsplit("-", 1)[0]: s for n, s in states.items() if n.startswith("round-")}
+    assert len(rounds) == sum(n.startswith("round-") for n in states) == 11, states  # 5 stages + merge, 5 stages
+    assert {n: s for n, s in rounds.items() if n.endswith("sample-summaries")} == {
+        "round-1/sample-summaries": "Cached", "round-2/sample-summaries": "Completed"}, states
+    assert rounds["round-1/merge-adapter"] == "Completed" and "round-2/merge-adapter" not in rounds, states

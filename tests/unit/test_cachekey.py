@@ -115,3 +115,60 @@ def test_the_same_run_under_another_root_has_the_same_keys(tmp_path):
     a = ArtifactRef(uri="file:///x", stage="articles", key="k", fingerprint="fa", rows=1)
     assert stages.samples_spec(other, a, a, elsewhere).key != stages.samples_spec(
         other, a, a, other.policy.model_copy(update={"model": str(tmp_path / "one" / "model")})).key
+
+
+NIGHTLY_STAGES = ("nightly_articles",) + STAGES
+
+
+def nightly_keys(cfg: RunConfig) -> dict[str, str]:
+    """Every stage's key for one nightly round: the round's article sample (`nightly_articles`),
+    then the pipeline's stages on it, chained the way `flows.nightly` chains them."""
+    from pathlib import Path
+
+    from sumpref import nightly
+
+    spec = nightly.round_articles_spec(cfg, "2026-12-03", 1, ["used-1", "used-2"])
+    rcfg = nightly.round_config(cfg, _ref(spec), cfg.policy.model)
+    # The sample's file, as the stage would leave it: the articles stage fingerprints its source.
+    Path(rcfg.data.source).parent.mkdir(parents=True, exist_ok=True)
+    Path(rcfg.data.source).write_text('{"id": "a", "article": "x", "highlights": "y"}\n')
+    return {"nightly_articles": spec.key, **pipeline_keys(rcfg)}
+
+
+@pytest.mark.parametrize("module,changed", [
+    # The nightly stage's own module, and modules only its import closure holds: the sample's new
+    # key is a new `data.source` for the round's articles stage, so everything after it follows.
+    ("sumpref.nightly", set(NIGHTLY_STAGES)),
+    ("sumpref.champion", set(NIGHTLY_STAGES)),
+    # A module the nightly stage does not import: the sample keeps its key.
+    ("sumpref.pairs", {"pairs", "refprobs", "dpo", "merged", "eval_base", "eval_tuned", "eval"}),
+    ("sumpref.stages.articles", set(STAGES)),
+])
+def test_editing_a_module_rekeys_exactly_the_nightly_stages_it_runs_and_downstream(cfg, monkeypatch, module, changed):
+    before = nightly_keys(cfg)
+    assert sorted(before) == sorted(NIGHTLY_STAGES) and len(set(before.values())) == len(NIGHTLY_STAGES)
+    assert "sumpref.champion" in cachekey.import_closure(("sumpref.nightly",))
+    edit(monkeypatch, module)
+    after = nightly_keys(cfg)
+    assert {s for s in NIGHTLY_STAGES if after[s] != before[s]} == changed
+
+
+def test_no_prefect_task_keeps_a_cache_of_its_own():
+    """One cache, the library's: every Prefect task in `tasks/` runs with `NO_CACHE`. (Prefect's
+    INPUTS + TASK_SOURCE key hashes only the task's own source: an edit of the library module the
+    task calls would not invalidate it.)"""
+    import importlib
+    import pkgutil
+
+    from prefect import Task
+    from prefect.cache_policies import NO_CACHE
+
+    import tasks
+
+    found = {}
+    for info in pkgutil.iter_modules(tasks.__path__):
+        module = importlib.import_module(f"tasks.{info.name}")
+        found.update({f"{info.name}.{name}": t for name, t in vars(module).items()
+                      if isinstance(t, Task) and t.__module__ == module.__name__})
+    assert {"champion.select_articles", "champion.decide_round", "champion.record_round", "stages.train_dpo"} <= set(found)
+    assert {name for name, t in found.items() if t.cache_policy is not NO_CACHE} == set()
