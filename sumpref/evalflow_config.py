@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from sumpref.config import (EMBEDDED_MODEL, BackendConfig, ConfigError, DataConfig, JudgeConfig, PairsConfig, Strict,
+from sumpref.config import (EMBEDDED_MODEL, BackendConfig, ConfigError, DataConfig, JudgeConfig, PairsConfig, QAJudgeConfig, Strict,
                             TransformersBackendConfig, read_recipe, validate_recipe)
 from sumpref.lead import SPEC_RE
 
@@ -69,7 +69,7 @@ class EvalFlowConfig(Strict):
                                                               "loaded; data.num_articles caps the load)")
     tokenizer: str = Field(EMBEDDED_MODEL, description="tokenizer for data.max_article_tokens truncation (use the "
                                                        "policy's, so articles match the training run's)")
-    judge: JudgeConfig = JudgeConfig()
+    judge: JudgeConfig = QAJudgeConfig()
     pairs: PairsConfig = Field(PairsConfig(), description="the preference rule behind the win rate")
     max_new_tokens: int = Field(100, ge=8)
     stop_sentences: int | None = Field(None, ge=1, description="stop each model summary at the end of its Nth sentence "
@@ -151,8 +151,8 @@ def preflight_eval(cfg: EvalFlowConfig) -> None:
             problems += check_backend(m.backend, f"models[{i}].backend")
     if (msg := check_model(cfg.tokenizer)) is not None:
         problems.append(Problem("tokenizer", msg))
-    if cfg.judge.kind == "llm":
-        problems += check_backend(cfg.judge.backend, "judge.backend")
+    if cfg.judge.model_backend is not None:
+        problems += check_backend(cfg.judge.model_backend, "judge.backend")
     if (msg := check_ray_address(os.environ.get("RAY_ADDRESS"))) is not None:
         problems.append(Problem("RAY_ADDRESS", msg))
     if (msg := storage.check_writable(cfg.root)) is not None:

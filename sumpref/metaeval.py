@@ -33,7 +33,7 @@ from typing import Callable, Literal
 
 from pydantic import Field, model_validator
 
-from sumpref.config import JudgeConfig, Strict
+from sumpref.config import ClozeJudgeConfig, JudgeConfig, QAJudgeConfig, Strict
 
 COMPARE_SUFFIX = " [compared]"
 
@@ -263,9 +263,8 @@ def judge_scorer(cfg, label: str, seed: int = 0) -> Scorer:
             return {label: [0.0] * len(texts)}
         judged, _ = judge.run([{"article_id": row["article_id"], "questions": q[0]["questions"], "summary": t} for t in texts])
         out = {label: [float(j["n_correct"]) for j in judged]}
-        if cfg.kind == "qa":
-            out[label.replace("n correct", "faithfulness")] = [float(j["faithfulness"]) for j in judged]
-            out[label.replace("n correct", "coverage")] = [float(j["coverage"]) for j in judged]
+        for part in cfg.score_parts:  # qa: coverage and faithfulness
+            out[label.replace("n correct", part)] = [float(j[part]) for j in judged]
         return out
 
     return score
@@ -360,7 +359,7 @@ class MetaEvalConfig(Strict):
     data_dir: Path = Field(Path("../shared/data"), description="folder with human_*.jsonl and cnndm_*.jsonl")
     sets: tuple[str, ...] = Field((), description="names from HUMAN_SETS; empty: all")
     max_articles: int | None = Field(None, ge=1, description="first N articles of each set (a quick subset)")
-    judge: JudgeConfig = JudgeConfig()
+    judge: JudgeConfig = QAJudgeConfig()
     n_bootstrap: int = Field(1000, ge=10)
     seed: int = 0
     llm_check_items: int = Field(8, ge=1, description="llm judge: summaries re-asked for position/length bias")
@@ -384,14 +383,19 @@ def judge_label(judge: JudgeConfig) -> str:
 
 def score_names(judge: JudgeConfig) -> list[str]:
     """Table columns: the judge under test, then the baselines that are always reported."""
-    names = [judge_label(judge)] + ([f"{judge.kind} judge: {part}" for part in ("coverage", "faithfulness")]
-                                    if judge.kind == "qa" else [])
-    if judge.kind != "cloze":
+    names = [judge_label(judge)] + [f"{judge.kind} judge: {part}" for part in judge.score_parts]
+    if cloze_baseline(judge) is not None:
         names.append(CLOZE_BASELINE)
     return names + ["ROUGE-1 F", SIMILARITY, "article precision"]
 
 
 CLOZE_BASELINE = "cloze judge (baseline)"
+
+
+def cloze_baseline(judge: JudgeConfig) -> ClozeJudgeConfig | None:
+    """The earlier cloze judge with as many questions, reported beside any other judge (None when it
+    is the judge under test)."""
+    return None if isinstance(judge, ClozeJudgeConfig) else ClozeJudgeConfig(n_questions=judge.n_questions)
 
 
 def meta_eval_set(cfg: MetaEvalConfig, name: str) -> dict:
@@ -401,8 +405,8 @@ def meta_eval_set(cfg: MetaEvalConfig, name: str) -> dict:
     hset = next(h for h in HUMAN_SETS if h.name == name)
     rows = load_set(cfg.data_dir, hset, cfg.max_articles)
     scorers = [judge_scorer(cfg.judge, judge_label(cfg.judge), cfg.seed)]
-    if cfg.judge.kind != "cloze":
-        scorers.append(judge_scorer(JudgeConfig(kind="cloze", n_questions=cfg.judge.n_questions), CLOZE_BASELINE, cfg.seed))
+    if (baseline := cloze_baseline(cfg.judge)) is not None:
+        scorers.append(judge_scorer(baseline, CLOZE_BASELINE, cfg.seed))
     t0 = time.perf_counter()
     scores = score_set(rows, scorers + rouge_scorers() + similarity_scorer())
     seconds = time.perf_counter() - t0
@@ -434,11 +438,9 @@ def render_report(cfg: MetaEvalConfig, results: list[dict], checks: dict | None,
     """The generated block: how it was made, the table for all sets, per-set notes, LLM checks."""
     names = score_names(cfg.judge)
     subset = f", first {cfg.max_articles} articles of each set" if cfg.max_articles else ""
+    settings = cfg.judge.describe()
     lines = [f"Measured {date} by `make meta-eval` (flow `flows/meta_eval.py`): judge `kind: {cfg.judge.kind}`"
-             + (f", count `{cfg.judge.count}`, faithfulness `{cfg.judge.faithfulness}`"
-                + (f" (weight {cfg.judge.faithfulness_weight})" if cfg.judge.faithfulness == "proportional" else "")
-                + (f", lead weight {cfg.judge.lead_weight}" if cfg.judge.count == "key_content" else "")
-                + f", support `{cfg.judge.support}`" if cfg.judge.kind == "qa" else "")
+             + (f", {settings}" if settings else "")
              + f", {cfg.judge.n_questions} questions{subset}. Values with 95% bootstrap intervals over articles "
              f"({cfg.n_bootstrap} resamples).", "", render_table(metrics_from_dicts(results), names), "",
              "| set | rows | articles | labels | scoring time (s) |", "|---|---|---|---|---|"]
@@ -447,7 +449,7 @@ def render_report(cfg: MetaEvalConfig, results: list[dict], checks: dict | None,
               for f, why in UNLABELLED_SETS.items()]
     if checks:
         p, ln = checks["position"], checks["length"]
-        lines += ["", f"LLM judge checks ({cfg.judge.backend.model}): position bias, options shuffled and re-asked: "
+        lines += ["", f"LLM judge checks ({cfg.judge.label}): position bias, options shuffled and re-asked: "
                   f"{p['agreement']:.3f} of {p['questions']} answers unchanged ({p['items']} summaries); length bias, "
                   f"every sentence restated (same content, ~2x words): mean n_correct(long) - n_correct(short) = "
                   f"{ln['mean_diff']:+.2f}, longer wins {ln['longer_wins']}, shorter wins {ln['shorter_wins']} of {ln['items']}."]

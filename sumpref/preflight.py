@@ -172,10 +172,10 @@ def check(cfg: RunConfig) -> list[Problem]:
     if (msg := check_data_source(cfg.data.source) or check_data_rows(cfg.data)) is not None:
         problems.append(Problem("data.source", msg))
     problems += check_backend(cfg.policy, "policy")
-    if cfg.judge.kind == "llm":
-        problems += check_backend(cfg.judge.backend, "judge.backend")
-    if cfg.eval.judge is not None and cfg.eval.judge.kind == "llm":
-        problems += check_backend(cfg.eval.judge.backend, "eval.judge.backend")
+    if cfg.judge.model_backend is not None:
+        problems += check_backend(cfg.judge.model_backend, "judge.backend")
+    if cfg.eval.judge is not None and cfg.eval.judge.model_backend is not None:
+        problems += check_backend(cfg.eval.judge.model_backend, "eval.judge.backend")
     if cfg.eval.api_baseline is not None:
         problems += check_backend(cfg.eval.api_baseline, "eval.api_baseline")
     if (msg := check_ray_address(os.environ.get("RAY_ADDRESS"))) is not None:

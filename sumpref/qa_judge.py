@@ -18,7 +18,8 @@ Contract:
   new-bigram share. Embedding support: faithfulness = share of sentences whose closest article
   sentence has cosine >= `embed_threshold`; `proportional` uses 1 - it as the share, the other
   modes one extra wrong answer per unsupported sentence. The count never goes below 0.
-- `cfg.support == "embedding"` loads MiniLM in `load()` (`sumpref.embed`); lexical support needs
+- `cfg.support == "embedding"` loads MiniLM in `load()` (`sumpref.embed`, through
+  `sumpref.similarity`'s loader); lexical support needs
   no model. Article indexes, key content and sentence embeddings are cached per article.
 """
 
@@ -28,7 +29,7 @@ import functools
 from dataclasses import dataclass
 
 from sumpref.cloze import N_LEAD_SENTENCES, _sentences, answer_from_summary
-from sumpref.config import JudgeConfig
+from sumpref.config import QAJudgeConfig
 from sumpref.faithfulness import (ArticleIndex, apply_faithfulness, embedding_support, extra_wrong, faithfulness,
                                   novel_bigram_share, novel_trigram_share, proportional_penalty, summary_sentences,
                                   unsupported_sentences)
@@ -57,7 +58,7 @@ def _key(article: str, highlights: str | None) -> KeyContent:
 
 
 class QAScorer:
-    def __init__(self, cfg: JudgeConfig):
+    def __init__(self, cfg: QAJudgeConfig):
         self.cfg = cfg
         self.encoder = None
 
@@ -65,7 +66,7 @@ class QAScorer:
         if self.cfg.support == "embedding" and self.encoder is None:
             from sumpref.embed import SentenceEncoder
 
-            self.encoder = SentenceEncoder(self.cfg.embed_package)
+            self.encoder = SentenceEncoder()
             self.encoder.load()
 
     def embedding_supported(self, article: str, summary: str) -> list[tuple[str, bool]]:

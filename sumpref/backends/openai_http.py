@@ -140,7 +140,8 @@ def run_sync(coro):
 class OpenAIBackend:
     """Bounded-concurrency client for `POST {base_url}/chat/completions`."""
 
-    supports_json_schema = True
+    supports_json_schema = True  # the server's `response_format` json_schema
+    supports_template = False
 
     def __init__(self, cfg: OpenAIBackendConfig, *, max_topups: int | None = None):
         self.cfg = cfg

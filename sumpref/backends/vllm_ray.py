@@ -172,7 +172,8 @@ class VLLMBackend:
     """`vllm.LLM` in this process (a Ray actor of the worker environment). Cheap to build and
     pickle: the engine starts in `load()`."""
 
-    supports_json_schema = True
+    supports_json_schema = True  # vLLM's structured outputs
+    supports_template = False
 
     def __init__(self, cfg: BackendConfig, **_: Any):
         self.cfg = cfg

@@ -54,16 +54,14 @@ def resources(b: BackendConfig) -> dict:
 
 
 def judge_resources(j: JudgeConfig) -> dict:
-    """The LLM judge needs its backend's resources. The embedded judges (`qa`, `cloze`) run no model
-    on a GPU: `judge.backend.replicas` CPU actors of `judge.backend.num_cpus` each (default one)."""
-    if j.kind == "llm":
-        return resources(j.backend)
-    return dict(replicas=j.backend.replicas, num_cpus=j.backend.num_cpus, num_gpus=0)
+    """`run_shards` keyword arguments for the judge's actors: the judge type's own resources (the LLM
+    judge's backend; CPU actors for the embedded judges), and its model backend's runtime_env."""
+    return {**j.actor_resources(), "runtime_env": actor_runtime_env(j.model_backend)}
 
 
 def judge_shard_size(j: JudgeConfig, embedded_rows: int) -> int:
     """Rows per shard: `embedded_rows` for the embedded judges (cheap rows), else a few LLM batches."""
-    return j.backend.batch_size * 4 if j.kind == "llm" else embedded_rows
+    return j.shard_size(embedded_rows)
 
 
 def shard_rows(ref: ArtifactRef) -> list[dict]:

@@ -23,6 +23,9 @@ base output's dtype; gradients still reach fp32 master weights through the cast)
 Not for DeepSpeed ZeRO-3: it reads `lora_B.weight` without calling `lora_B`, and ZeRO-3 gathers a
 partitioned parameter only when its own module runs. Callers skip fusion there (`build_policy`).
 `unfuse_lora_linears(model)` restores PEFT's forward.
+
+It reads PEFT's private LoRA-layer bookkeeping, so it fuses only on the PEFT versions it was tested
+with (`sumpref.tested_versions`); elsewhere it warns once and leaves PEFT's forward (returns 0).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import types
 
 import torch
 from torch import nn
+
+from sumpref.tested_versions import tested
 
 _FUSED = "_sumpref_fused_lora"  # instance flag: this layer's forward is ours
 
@@ -71,7 +76,10 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
 
 
 def fuse_lora_linears(model: nn.Module) -> int:
-    """Give every PEFT LoRA `Linear` of `model` the fused forward; returns the number of layers."""
+    """Give every PEFT LoRA `Linear` of `model` the fused forward; returns the number of layers
+    (0 on an untested PEFT: see the module doc)."""
+    if not tested("peft", "sumpref.training.lora_fused", "PEFT's own LoRA forward"):
+        return 0
     linear = _lora_linear_type()
     n = 0
     for module in model.modules():

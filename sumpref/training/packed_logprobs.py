@@ -14,6 +14,11 @@ Two switches, both exact (the same numbers up to float rounding; parity-tested i
   logits exist at once. Either way only positions that predict a completion token reach the
   vocabulary projection, and the target's log-prob is its logit minus the log-sum-exp (no
   full-vocabulary log-softmax tensor).
+
+Private internals, used only on the versions they were tested with (`sumpref.tested_versions`):
+"flex" registers our attention function through transformers' attention and mask registries and
+reads the decoder's `config._attn_implementation` (elsewhere: a warning, then "dense");
+`disable_adapter_input_cast` turns off PEFT's private input cast (elsewhere: a warning, PEFT casts).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import functools
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from sumpref.tested_versions import tested
 
 FLEX_ATTENTION = "sumpref_flex"  # our name in transformers' AttentionInterface
 
@@ -137,6 +144,9 @@ class PackedLogProbs(nn.Module):
         super().__init__()
         if attention not in ("dense", "flex"):
             raise ValueError(f"attention {attention!r}: choose 'dense' or 'flex'")
+        if attention == "flex" and not tested("transformers", "attention 'flex' (sumpref.training.packed_logprobs)",
+                                              "attention 'dense'"):
+            attention = "dense"
         self.model = model
         self.autocast_dtype = autocast_dtype
         self.attention = attention
@@ -174,7 +184,9 @@ def disable_adapter_input_cast(model: nn.Module) -> int:
     an fp32 result back: several extra passes over every projection's activations, and fp32 copies
     kept for backward. Under autocast the adapter matmuls run in bf16 against the fp32 master
     weights (cast once per forward, gradients still reach the fp32 weights). Returns the number
-    of layers changed."""
+    of layers changed (0 on an untested PEFT, which then casts as it always does)."""
+    if not tested("peft", "sumpref.training.packed_logprobs.disable_adapter_input_cast", "PEFT's fp32 adapter input cast"):
+        return 0
     n = 0
     for module in model.modules():
         if hasattr(module, "lora_A") and hasattr(module, "_cast_input_dtype"):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from sumpref.config import JudgeConfig, TransformersBackendConfig
+from sumpref.config import LLMJudgeConfig, TransformersBackendConfig
 from sumpref.judges import QuestionWriter, SummaryJudge, questions_from_json
 from sumpref.mcq import LETTERS, UNSURE
 from tests.integration._pipeline_config import SHARED
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def test_llm_judge_writes_and_answers_parseable_questions():
     art = json.loads(open(SHARED / "cnndm_cliff.jsonl").readline())
     rows = [{"id": art["id"], "article": " ".join(art["article"].split()[:120]), "highlights": None}]
-    judge = JudgeConfig(kind="llm", backend=TransformersBackendConfig(batch_size=1), n_questions=2, mcq_max_new_tokens=400)
+    judge = LLMJudgeConfig(backend=TransformersBackendConfig(batch_size=1), n_questions=2, mcq_max_new_tokens=400)
     writer = QuestionWriter(judge)
     writer.load()
     out, _ = writer.run(rows)

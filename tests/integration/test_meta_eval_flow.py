@@ -26,7 +26,7 @@ def test_llm_judge_checks_re_ask_the_embedded_model():
     are given (cloze-written: the 135M model's own questions often fail to parse as five distinct
     options), so the model only answers: 4 short constrained generations."""
     from sumpref.cloze import build_cloze_questions
-    from sumpref.config import JudgeConfig, TransformersBackendConfig
+    from sumpref.config import LLMJudgeConfig, TransformersBackendConfig
     from sumpref.judge_checks import length_bias, position_bias
     from sumpref.judges import questions_to_json
     from sumpref.metaeval import HUMAN_SETS, load_set, render_report
@@ -35,7 +35,7 @@ def test_llm_judge_checks_re_ask_the_embedded_model():
     questions = build_cloze_questions(row["article"], row["highlights"], 2, seed=0).questions
     item = {"article_id": row["article_id"], "article": row["article"], "highlights": row["highlights"],
             "summary": row["summary"], "questions": questions_to_json(questions)}
-    judge = JudgeConfig(kind="llm", backend=TransformersBackendConfig(batch_size=1), n_questions=2, answer_max_new_tokens=24)
+    judge = LLMJudgeConfig(backend=TransformersBackendConfig(batch_size=1), n_questions=2, answer_max_new_tokens=24)
     position = position_bias(judge, [item], seed=0)
     length = length_bias(judge, [item])
     assert position["items"] == 1 and position["questions"] == 2 and 0.0 <= position["agreement"] <= 1.0

@@ -60,11 +60,11 @@ def test_llm_judge_structured_output_all_answers_parse(engine):
     import ray
 
     from sumpref.cloze import build_cloze_questions
-    from sumpref.config import JudgeConfig
+    from sumpref.config import LLMJudgeConfig
     from sumpref.judges import SummaryJudge, questions_to_json
 
     cfg = cpu_vllm_config()
-    judge = SummaryJudge(JudgeConfig(kind="llm", backend=cfg, n_questions=5))
+    judge = SummaryJudge(LLMJudgeConfig(backend=cfg, n_questions=5))
     rows = []
     for r in articles(6):
         q = build_cloze_questions(r["article"], r.get("highlights"), 5, 0)

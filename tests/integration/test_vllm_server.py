@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from sumpref.backends.base import SamplingParams
-from sumpref.config import JudgeConfig, OpenAIBackendConfig
+from sumpref.config import LLMJudgeConfig, OpenAIBackendConfig
 from sumpref.prompts import summary_messages
 from tests.conftest import free_port
 from tests.integration.vllm_support import WORKER_PYTHON, articles, make_random_adapter, worker_env_vars
@@ -87,7 +87,7 @@ def test_llm_judge_structured_output_all_answers_parse(server):
     from sumpref.cloze import build_cloze_questions
     from sumpref.judges import SummaryJudge, questions_to_json
 
-    judge = SummaryJudge(JudgeConfig(kind="llm", n_questions=5, backend=OpenAIBackendConfig(
+    judge = SummaryJudge(LLMJudgeConfig(n_questions=5, backend=OpenAIBackendConfig(
         model=SERVED, base_url=server, api_key_env="SUMPREF_TEST_NO_KEY", request_timeout_s=300.0, max_retries=1)))
     judge.load()
     rows = [{"article_id": r["id"], "sample_idx": 0, "summary": r["highlights"],

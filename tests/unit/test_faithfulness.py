@@ -2,7 +2,7 @@
 
 import pytest
 
-from sumpref.config import JudgeConfig
+from sumpref.config import ClozeJudgeConfig, QAJudgeConfig
 from sumpref.faithfulness import (ArticleIndex, apply_faithfulness, faithfulness, novel_trigram_share, proportional_penalty,
                                   unsupported_sentences)
 from sumpref.judges import QuestionWriter, SummaryJudge, article_from_json, highlights_from_json, questions_from_json
@@ -60,7 +60,7 @@ def test_unknown_mode_names_the_field():
         apply_faithfulness(3, 1, "maybe")
 
 
-def _judge(cfg: JudgeConfig, summaries: list[str]) -> list[dict]:
+def _judge(cfg: QAJudgeConfig, summaries: list[str]) -> list[dict]:
     writer, judge = QuestionWriter(cfg), SummaryJudge(cfg)
     writer.load(), judge.load()
     q, _ = writer.run([{"id": "a1", "article": ARTICLE, "highlights": HIGHLIGHTS}])
@@ -72,7 +72,7 @@ def _judge(cfg: JudgeConfig, summaries: list[str]) -> list[dict]:
 
 
 def test_qa_judge_prefers_the_faithful_summary():
-    cfg = JudgeConfig(kind="qa", n_questions=3, count="mcq", faithfulness="extra_wrong")
+    cfg = QAJudgeConfig(n_questions=3, count="mcq", faithfulness="extra_wrong")
     faithful, number, name = _judge(cfg, [FAITHFUL, INVENTED_NUMBER, INVENTED_NAME])
     assert faithful["faithfulness"] == 1.0 and faithful["n_unsupported"] == 0
     for bad in (number, name):
@@ -82,43 +82,43 @@ def test_qa_judge_prefers_the_faithful_summary():
 
 
 def test_qa_judge_gate_and_none_modes():
-    gated = _judge(JudgeConfig(kind="qa", n_questions=3, faithfulness="gate"), [INVENTED_NUMBER])[0]
-    plain = _judge(JudgeConfig(kind="qa", n_questions=3, count="mcq", faithfulness="none"), [INVENTED_NUMBER])[0]
+    gated = _judge(QAJudgeConfig(n_questions=3, faithfulness="gate"), [INVENTED_NUMBER])[0]
+    plain = _judge(QAJudgeConfig(n_questions=3, count="mcq", faithfulness="none"), [INVENTED_NUMBER])[0]
     assert gated["n_correct"] == 0 and plain["n_correct"] == plain["n_correct_raw"] > 0
 
 
 def test_qa_questions_are_cloze_questions_and_read_back_as_a_list():
-    cfg = JudgeConfig(kind="qa", n_questions=3)
+    cfg = QAJudgeConfig(n_questions=3)
     q, _ = QuestionWriter(cfg).run([{"id": "a1", "article": ARTICLE, "highlights": HIGHLIGHTS}])
-    c, _ = QuestionWriter(JudgeConfig(kind="cloze", n_questions=3)).run([{"id": "a1", "article": ARTICLE, "highlights": HIGHLIGHTS}])
+    c, _ = QuestionWriter(ClozeJudgeConfig(n_questions=3)).run([{"id": "a1", "article": ARTICLE, "highlights": HIGHLIGHTS}])
     assert questions_from_json(q[0]["questions"]) == questions_from_json(c[0]["questions"])
     assert article_from_json(c[0]["questions"]) is None
 
 
 def test_qa_judge_flags_questions_without_an_article():
-    c, _ = QuestionWriter(JudgeConfig(kind="cloze", n_questions=3)).run([{"id": "a1", "article": ARTICLE, "highlights": HIGHLIGHTS}])
-    judge = SummaryJudge(JudgeConfig(kind="qa", n_questions=3))
+    c, _ = QuestionWriter(ClozeJudgeConfig(n_questions=3)).run([{"id": "a1", "article": ARTICLE, "highlights": HIGHLIGHTS}])
+    judge = SummaryJudge(QAJudgeConfig(n_questions=3))
     judged, _ = judge.run([{"article_id": "a1", "questions": c[0]["questions"], "summary": FAITHFUL}])
     assert judged[0]["judge_error"] == "qa_needs_qa_questions" and judged[0]["n_correct"] == 0
 
 
 def test_qa_scorer_lexical_needs_no_model():
-    scorer = QAScorer(JudgeConfig(kind="qa"))
+    scorer = QAScorer(QAJudgeConfig())
     scorer.load()
     assert scorer.encoder is None
 
 
 def test_config_defaults_and_errors():
-    cfg = JudgeConfig()
+    cfg = QAJudgeConfig()
     assert (cfg.kind, cfg.count, cfg.faithfulness, cfg.faithfulness_weight) == ("qa", "key_content", "proportional", 1.0)
     with pytest.raises(ValueError, match="faithfulness"):
-        JudgeConfig(faithfulness="sometimes")
+        QAJudgeConfig(faithfulness="sometimes")
     with pytest.raises(ValueError, match="max_novel_bigrams"):
-        JudgeConfig(max_novel_bigrams=1.5)
+        QAJudgeConfig(max_novel_bigrams=1.5)
     with pytest.raises(ValueError, match="count"):
-        JudgeConfig(count="answers")
+        QAJudgeConfig(count="answers")
     with pytest.raises(ValueError, match="faithfulness_weight"):
-        JudgeConfig(faithfulness_weight=-1)
+        QAJudgeConfig(faithfulness_weight=-1)
 
 
 def test_novel_trigram_share_counts_new_wording_and_new_claims():
@@ -139,7 +139,7 @@ def test_proportional_penalty(n, share, weight, expected):
 
 
 def test_default_qa_count_is_key_content_coverage_minus_unsupported_share():
-    faithful, number, swapped, empty = _judge(JudgeConfig(kind="qa", n_questions=5), [FAITHFUL, INVENTED_NUMBER, SWAPPED, ""])
+    faithful, number, swapped, empty = _judge(QAJudgeConfig(n_questions=5), [FAITHFUL, INVENTED_NUMBER, SWAPPED, ""])
     for r in (faithful, number, swapped):
         assert 0 <= r["n_correct"] <= 5 and isinstance(r["n_correct"], float) and 0 < r["coverage"] <= 1
         # faithfulness = 1 - novel trigram share; weight 1: the count loses 5 x that share
@@ -150,6 +150,6 @@ def test_default_qa_count_is_key_content_coverage_minus_unsupported_share():
 
 
 def test_qa_count_weight_zero_is_coverage_only():
-    cfg = JudgeConfig(kind="qa", n_questions=5, faithfulness_weight=0.0)
+    cfg = QAJudgeConfig(n_questions=5, faithfulness_weight=0.0)
     faithful, number = _judge(cfg, [FAITHFUL, INVENTED_NUMBER])
     assert number["n_correct"] == pytest.approx(round(5 * number["coverage"], 2))

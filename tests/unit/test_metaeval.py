@@ -7,7 +7,7 @@ import pytest
 from sumpref.metaeval import (COMPARE_SUFFIX, HUMAN_SETS, HumanSet, MetaEvalConfig, balanced_accuracy, bootstrap_ci,
                               evaluate_set, kendall_tau_b, pairwise_agreement, render_table, roc_auc, score_names,
                               score_set, spearman_rho, summary_level, write_report)
-from sumpref.config import JudgeConfig
+from sumpref.config import ClozeJudgeConfig, QAJudgeConfig
 
 
 def test_kendall_tau_b_hand_computed():
@@ -93,9 +93,9 @@ def test_every_human_file_is_covered_and_sets_are_validated(tmp_path):
     assert len({h.file for h in HUMAN_SETS}) == len(HUMAN_SETS) == 8
     with pytest.raises(ValueError, match="sets"):
         MetaEvalConfig(sets=("nope",))
-    assert score_names(JudgeConfig(kind="qa"))[:4] == ["qa judge: n correct", "qa judge: coverage", "qa judge: faithfulness",
+    assert score_names(QAJudgeConfig())[:4] == ["qa judge: n correct", "qa judge: coverage", "qa judge: faithfulness",
                                                      "cloze judge (baseline)"]
-    assert "cloze judge (baseline)" not in score_names(JudgeConfig(kind="cloze"))
+    assert "cloze judge (baseline)" not in score_names(ClozeJudgeConfig())
 
 
 def test_render_and_write_report_keeps_the_discussion(tmp_path):
@@ -113,7 +113,7 @@ def test_render_and_write_report_keeps_the_discussion(tmp_path):
 def test_minilm_similarity_is_a_column_beside_rouge_scored_against_the_reference(monkeypatch):
     from sumpref import metaeval, similarity
 
-    assert score_names(JudgeConfig(kind="qa"))[-3:] == ["ROUGE-1 F", metaeval.SIMILARITY, "article precision"]
+    assert score_names(QAJudgeConfig())[-3:] == ["ROUGE-1 F", metaeval.SIMILARITY, "article precision"]
     seen = []
     monkeypatch.setattr(similarity, "semantic_similarity",
                         lambda texts, refs, **kw: seen.append((texts, refs)) or [0.5 if r else math.nan for r in refs])
