@@ -309,8 +309,9 @@ class PairsConfig(Strict):
     selection: Literal["rule", "best_worst"] = Field(
         "rule", description="rule: the published preference rule; best_worst: best vs worst of the n samples by score")
     valid_fraction: float = Field(0.1, ge=0, lt=1, description="share of ARTICLES whose pairs go to validation")
-    format_rule: bool = Field(False, description="the prompt's format first: a summary cut at the token limit or with "
-                              "more than max_sentences sentences loses to one that is not; two such summaries make no pair")
+    format_rule: bool = Field(False, description="the prompt's format first: a summary cut at the token limit, with "
+                              "more than max_sentences sentences or ending mid-sentence loses to one that is not; two such "
+                              "summaries make no pair")
     max_sentences: int = Field(2, ge=1, description="the prompt's sentence limit, for format_rule")
     seed: int = 0
 

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import re
 
-from sumpref.lead import split_sentences
+from sumpref.lead import ends_sentence, split_sentences
 
 _WORD_RE = re.compile(r"[a-z0-9]+")
-_END_RE = re.compile(r"[.!?][\"'\u2019\u201d)\]]*$")
 
 
 def words(text: str | None) -> list[str]:
@@ -69,12 +68,11 @@ def format_metrics(summary: str | None, article: str, finish_reason: str | None)
     """Every metric of this module for one summary (floats: booleans as 0/1)."""
     s, a = words(summary), words(article)
     n_sent = len(split_sentences(summary))
-    text = (summary or "").rstrip()
     return {
         "sentences": float(n_sent),
         "at_most_2_sentences": float(1 <= n_sent <= 2),
         "cut_at_limit": float(finish_reason == "length"),
-        "ends_with_punctuation": float(bool(_END_RE.search(text))),
+        "ends_with_punctuation": float(ends_sentence(summary)),
         "lead_copy_share": common_prefix(s, a) / len(s) if s else float("nan"),
         "longest_copied_span": float(longest_copied_span(s, a)),
         "novel_bigrams": novel_ngram_share(s, a, 2),

@@ -57,6 +57,14 @@ def stop_after_sentences(text: str, n: int) -> str | None:
     return " ".join(sentences[:n])
 
 
+_END_RE = re.compile(r"[.!?][\"'\u2019\u201d)\]]*$")
+
+
+def ends_sentence(text: str | None) -> bool:
+    """The text's last character (before closing quotes or brackets) is `.`, `!` or `?`."""
+    return bool(_END_RE.search((text or "").rstrip()))
+
+
 def parse_spec(spec: str) -> tuple[str, int]:
     """`"lead:3"` -> ("lead", 3); `"lead-words:40"` -> ("lead-words", 40); else ValueError."""
     m = SPEC_RE.match(spec or "")

@@ -64,10 +64,13 @@ def prefer(a: dict, b: dict, cfg: PairsConfig) -> int:
 
 def format_ok(row: dict, cfg: PairsConfig) -> bool:
     """The summary keeps the prompt's format: generation ended by itself (not cut by the token
-    limit) and it has 1 to `cfg.max_sentences` sentences."""
-    from sumpref.lead import split_sentences
+    limit), it has 1 to `cfg.max_sentences` sentences, and its last one is complete (ends with
+    `.`, `!` or `?`). Without the last condition a policy learns to stop mid-sentence: the first GPU
+    round with the rule (benchmarks/RESULTS.md, "Lead-3") ended 49% of its summaries that way."""
+    from sumpref.lead import ends_sentence, split_sentences
 
-    return row.get("finish_reason") != "length" and 1 <= len(split_sentences(row["summary"])) <= cfg.max_sentences
+    return (row.get("finish_reason") != "length" and 1 <= len(split_sentences(row["summary"])) <= cfg.max_sentences
+            and ends_sentence(row["summary"]))
 
 
 def prefer_for_training(a: dict, b: dict, cfg: PairsConfig) -> int | None:

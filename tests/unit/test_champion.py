@@ -117,8 +117,12 @@ def test_best_worst_pairs_the_best_and_the_worst_sample_by_score():
     assert best_worst_pair([row(0, 2, 20)], rule) == ([], 0)
     # The format first: the best-scoring sample was cut at the token limit, so the best in format wins.
     fmt = PairsConfig(format_rule=True)
-    cut = {**row(3, 5, 25), "finish_reason": "length"}
-    pairs, _ = best_worst_pair([row(0, 3, 20), row(1, 1, 10), cut], fmt)
+
+    def done(r):  # one complete sentence
+        return {**r, "summary": r["summary"] + "."}
+
+    cut = {**done(row(3, 5, 25)), "finish_reason": "length"}
+    pairs, _ = best_worst_pair([done(row(0, 3, 20)), done(row(1, 1, 10)), cut], fmt)
     assert [(c["sample_idx"], r["sample_idx"]) for c, r in pairs] == [(0, 3)]
     assert best_worst_pair([cut, {**row(1, 1, 10), "finish_reason": "length"}], fmt) == ([], 1)
     cfg = config_from_dict({"pairs": {"selection": "best_worst", "valid_fraction": 0.0}}).pairs

@@ -107,7 +107,9 @@ def test_format_rule_puts_the_prompts_format_first():
     short_ok = {**ok, "n_words": 12}
     cut = {"summary": "A long copy of the lead that runs on and", "finish_reason": "length", "n_correct": 5, "n_words": 60}
     three = {"summary": "One. Two. Three.", "finish_reason": "stop", "n_correct": 5, "n_words": 60}
+    unfinished = {**ok, "summary": "One sentence. Then it stops in the"}  # ended by EOS, mid-sentence
     assert format_ok(ok, cfg) and not format_ok(cut, cfg) and not format_ok(three, cfg)
+    assert not format_ok(unfinished, cfg) and prefer_for_training(ok, unfinished, cfg) == 1
     assert prefer_for_training(ok, cut, cfg) == 1 and prefer_for_training(three, ok, cfg) == -1
     assert prefer_for_training(cut, three, cfg) is None
     assert prefer_for_training(short_ok, ok, cfg) == 1  # both in format: the shorter wins
