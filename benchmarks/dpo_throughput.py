@@ -53,7 +53,7 @@ from sumpref.training.packed_dpo import packed_dpo_loss  # noqa: E402
 from sumpref.training.packed_logprobs import PackedLogProbs  # noqa: E402
 from sumpref.training.packing import ArticleGroup, pack_groups  # noqa: E402
 from sumpref.training.policy import compile_layers, lora_config  # noqa: E402
-from sumpref.training.refprobs import reference_logps  # noqa: E402
+from sumpref.training.reference import reference_logps  # noqa: E402
 
 PEAK_FLOPS = 989.4e12
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

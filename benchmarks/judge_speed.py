@@ -20,8 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from sumpref.config import ClozeJudgeConfig, JudgeConfig, QAJudgeConfig
-from sumpref.judges import QuestionWriter, SummaryJudge
-from sumpref.metaeval import HUMAN_SETS, load_set
+from sumpref.evaluation.meta import HUMAN_SETS, load_set
+from sumpref.judging.judges import QuestionWriter, SummaryJudge
 
 REPO = Path(__file__).resolve().parent.parent
 KINDS = {"qa": QAJudgeConfig(), "qa-mcq": QAJudgeConfig(count="mcq", faithfulness="extra_wrong"),

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sumpref.artifacts import read_table  # noqa: E402
 from sumpref.config import JUDGE_CONFIGS, JudgeConfig, PairsConfig  # noqa: E402
-from sumpref.format_metrics import format_metrics  # noqa: E402
-from sumpref.lead import LeadSummarizer  # noqa: E402
+from sumpref.evaluation.baselines import LeadSummarizer  # noqa: E402
+from sumpref.evaluation.format import format_metrics  # noqa: E402
+from sumpref.fanout import read_shards  # noqa: E402
 from sumpref.pairs import build_pairs, failed_reason, format_ok  # noqa: E402
-from sumpref.raygen import read_shards  # noqa: E402
 
 
 def newest(root: Path, stage: str) -> Path:
@@ -64,7 +64,7 @@ def stored_judge(stored: dict) -> JudgeConfig:
 
 
 def lead_rows(spec: str, article_rows: list[dict], qmap: dict[str, str], judge: JudgeConfig) -> dict[str, dict]:
-    from sumpref.judges import SummaryJudge
+    from sumpref.judging.judges import SummaryJudge
 
     gens, _ = LeadSummarizer(spec).run(article_rows)
     worker = SummaryJudge(judge)

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from sumpref.backends.base import SamplingParams  # noqa: E402
 from sumpref.config import OpenAIBackendConfig, TransformersBackendConfig, VLLMBackendConfig  # noqa: E402
-from sumpref.models import resolve_model  # noqa: E402
+from sumpref.model_paths import resolve_model  # noqa: E402
 from sumpref.prompts import summary_messages  # noqa: E402
 
 MODEL = "embedded:smollm2-135m-instruct"

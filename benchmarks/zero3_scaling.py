@@ -53,7 +53,7 @@ def prepare_tokenizer(dest: Path = TOK_DIR) -> Path:
     """Copy the embedded SmolLM2 tokenizer files (not its weights) into `dest` once."""
     if (dest / "tokenizer.json").exists():
         return dest
-    from sumpref.models import resolve_model
+    from sumpref.model_paths import resolve_model
 
     src = Path(resolve_model("embedded:smollm2-135m-instruct"))
     dest.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from flows.evaluate import evaluate_models
 from flows.full_pipeline import full_pipeline
 from flows.nightly import nightly
 from sumpref.config import load_config
-from sumpref.evalflow_config import load_eval_config
+from sumpref.evaluation.config import load_eval_config
 
 NIGHTLY_CRON = "0 2 * * *"
 

@@ -16,10 +16,10 @@ import sys
 import flows  # noqa: F401  (process defaults before Prefect starts)
 from prefect import flow, get_run_logger
 
-from sumpref.config import ConfigError
-from sumpref.evalflow_config import EvalFlowConfig, load_eval_config, preflight_eval
-from sumpref.preflight import PreflightError
 from sumpref.artifacts import ArtifactRef
+from sumpref.config import ConfigError
+from sumpref.evaluation.config import EvalFlowConfig, load_eval_config, preflight_eval
+from sumpref.preflight import PreflightError
 from sumpref.stages.evaluation import model_order
 from tasks.evaluate import eval_articles, eval_compare, eval_model, eval_questions, publish_report
 

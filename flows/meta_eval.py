@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import flow
 
 from sumpref.config import load_config
-from sumpref.metaeval import MetaEvalConfig, selected_sets
+from sumpref.evaluation.meta import MetaEvalConfig, selected_sets
 from tasks.meta_eval import evaluate_set, llm_checks, write_report
 
 

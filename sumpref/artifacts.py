@@ -13,7 +13,7 @@ this module (tables, JSON, training checkpoints) is uploaded at once (`store_loc
 staged path to its URI, `mirrored` sets that up, also inside a Ray Train worker), so a killed
 run loses only its unfinished files, and a rerun on any machine first downloads what the store
 already holds. Shards are the exception: Ray actors write them straight to the store
-(`raygen.run_shards`), so they never pass through the driver. When `produce` returns, the
+(`fanout.run_shards`), so they never pass through the driver. When `produce` returns, the
 remaining files go up, then `meta.json`, then `_SUCCESS`. The fingerprint is the same function of
 names and bytes on both kinds of root (files missing from the staging copy are read from the
 store). `ArtifactRef.path` is a local folder in both cases: the folder itself, or a read-only

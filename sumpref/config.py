@@ -14,7 +14,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from sumpref.lead import SPEC_RE
+from sumpref.evaluation.baselines import SPEC_RE
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 
@@ -182,12 +182,12 @@ class QAJudgeConfig(_JudgeBase):
     """`kind: qa`: embedded, no LLM (the default). It writes the cloze questions and, with `count:
     key_content` (the default), counts correct answers as `n_questions x` the summary's coverage of
     the article's key content (the content words of the highlights and lead sentences, each a
-    cloze item, weighted by how often the article uses the word; `sumpref.key_content`): a float
+    cloze item, weighted by how often the article uses the word; `sumpref.judging.key_content`): a float
     in [0, n_questions], so ">= 3 of 5 correct" means "covers at least 60% of the key content,
     after the faithfulness term". `count: mcq` counts the written questions answered correctly
     (the earlier integer count). Faithfulness enters by subtraction: with `faithfulness:
     proportional` (the default) the count loses `n_questions x faithfulness_weight x` the share of
-    the summary's word trigrams that the article never uses (`sumpref.faithfulness`).
+    the summary's word trigrams that the article never uses (`sumpref.judging.faithfulness`).
     """
 
     kind: Literal["qa"] = "qa"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sumpref.mcq import LETTERS, UNSURE
+from sumpref.judging.mcq import LETTERS, UNSURE
 
 Part = tuple[str, object]  # ("lit", str) | ("choice", tuple[str, ...]) | ("line", int max_chars)
 

@@ -67,7 +67,7 @@ def format_ok(row: dict, cfg: PairsConfig) -> bool:
     limit), it has 1 to `cfg.max_sentences` sentences, and its last one is complete (ends with
     `.`, `!` or `?`). Without the last condition a policy learns to stop mid-sentence: the first GPU
     round with the rule (benchmarks/RESULTS.md, "Lead-3") ended 49% of its summaries that way."""
-    from sumpref.lead import ends_sentence, split_sentences
+    from sumpref.sentences import ends_sentence, split_sentences
 
     return (row.get("finish_reason") != "length" and 1 <= len(split_sentences(row["summary"])) <= cfg.max_sentences
             and ends_sentence(row["summary"]))

@@ -90,7 +90,7 @@ def _looks_like_path(spec: str) -> bool:
 
 def check_model(spec: str) -> str | None:
     """None if `spec` is an existing folder, a well-formed hub id or an installed embedded model."""
-    from sumpref.models import EMBEDDED_MODELS, EMBEDDED_PREFIX, _gguf_path
+    from sumpref.model_paths import EMBEDDED_MODELS, EMBEDDED_PREFIX, _gguf_path
 
     if spec.startswith(EMBEDDED_PREFIX):
         name = spec[len(EMBEDDED_PREFIX):]

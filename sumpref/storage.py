@@ -146,7 +146,7 @@ def check_writable(uri: str) -> str | None:
 
 def cache_dir(uri: str) -> Path:
     """The local staging/copy folder of a remote folder: under `$SUMPREF_ARTIFACT_CACHE`, else
-    `$SUMPREF_CACHE/artifacts` (default cache as in `models.cache_root`); one per machine."""
+    `$SUMPREF_CACHE/artifacts` (default cache as in `model_paths.cache_root`); one per machine."""
     base = os.environ.get("SUMPREF_ARTIFACT_CACHE") or \
         Path(os.environ.get("SUMPREF_CACHE") or Path.home() / ".cache" / "sumpref") / "artifacts"
     return Path(base) / hashlib.sha256(normalise(uri).encode()).hexdigest()[:24]

@@ -1,4 +1,4 @@
-"""Prefect tasks of the evaluation stages: one library call each (`sumpref.compare`), for the
+"""Prefect tasks of the evaluation stages: one library call each (`sumpref.evaluation.stages`), for the
 evaluation flow and a pipeline run's evaluation alike.
 
 No Prefect cache of their own: each stage is content-addressed by the library (`StageSpec`), so a
@@ -18,10 +18,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 from prefect.tasks import exponential_backoff
 
-from sumpref import compare
 from sumpref.artifacts import ArtifactRef
-from sumpref.evalflow_config import EvalFlowConfig, EvalModel
-from sumpref.evaluate import PAIRED_METRICS
+from sumpref.evaluation import stages as eval_stages
+from sumpref.evaluation.config import EvalFlowConfig, EvalModel
+from sumpref.evaluation.metrics import PAIRED_METRICS
 from tasks.retry import retry_can_help
 from tasks.stages import run_spec
 
@@ -35,25 +35,25 @@ def _llm_judge(cfg: EvalFlowConfig) -> list:
 
 @task(name="eval-articles", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, retry_condition_fn=retry_can_help)
 def eval_articles(cfg: EvalFlowConfig) -> State:
-    return run_spec(compare.articles_spec(cfg))
+    return run_spec(eval_stages.articles_spec(cfg))
 
 
 @task(name="eval-questions", cache_policy=NO_CACHE, **_RETRY)
 def eval_questions(cfg: EvalFlowConfig, articles: ArtifactRef) -> State:
-    return run_spec(compare.questions_spec(cfg, articles), *_llm_judge(cfg))
+    return run_spec(eval_stages.questions_spec(cfg, articles), *_llm_judge(cfg))
 
 
 @task(name="eval-model", task_run_name="eval-model-{model.name}", cache_policy=NO_CACHE, **_RETRY)
 def eval_model(cfg: EvalFlowConfig, model: EvalModel, articles: ArtifactRef, questions: ArtifactRef,
                match: ArtifactRef | None = None) -> State:
     backends = ([] if model.extract is not None else [model.backend]) + _llm_judge(cfg)
-    return run_spec(compare.model_spec(cfg, model, articles, questions, match), *backends)
+    return run_spec(eval_stages.model_spec(cfg, model, articles, questions, match), *backends)
 
 
 @task(name="eval-compare", cache_policy=NO_CACHE, retry_condition_fn=retry_can_help)
 def eval_compare(cfg: EvalFlowConfig, articles: ArtifactRef, questions: ArtifactRef, judged: dict[str, ArtifactRef],
                  run: dict[str, ArtifactRef] | None = None, adapters: list[ArtifactRef] | None = None) -> State:
-    return run_spec(compare.compare_spec(cfg, articles, questions, judged, run, adapters))
+    return run_spec(eval_stages.compare_spec(cfg, articles, questions, judged, run, adapters))
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)

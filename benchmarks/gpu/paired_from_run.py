@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from sumpref.config import PairsConfig
-from sumpref.evaluate import compare_models, render_comparison
+from sumpref.evaluation.metrics import compare_models, render_comparison
 from sumpref.pairs import failed_reason
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sumpref.artifacts import load_ref, read_table, uri_to_path  # noqa: E402
-from sumpref.evalflow_config import load_eval_config  # noqa: E402
-from sumpref.evaluate import compare_models, render_comparison  # noqa: E402
+from sumpref.evaluation.config import load_eval_config  # noqa: E402
+from sumpref.evaluation.metrics import compare_models, render_comparison  # noqa: E402
+from sumpref.judging.judges import SummaryJudge  # noqa: E402
 from sumpref.pairs import failed_reason  # noqa: E402
-from sumpref.judges import SummaryJudge  # noqa: E402
 from sumpref.stages.shards import question_map  # noqa: E402
 
 

@@ -17,7 +17,7 @@ if [ ! -f "$MERGED/config.json" ]; then
 import sys
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from sumpref.models import resolve_model
+from sumpref.model_paths import resolve_model
 base = resolve_model("embedded:smollm2-135m-instruct")
 model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), sys.argv[1])
 model.merge_and_unload().save_pretrained(sys.argv[2])

@@ -30,7 +30,7 @@ _LOADED: dict[str, Backend] = {}  # this process's loaded transformers backend (
 def loaded_backend(cfg: BackendConfig, **kwargs) -> Backend:
     """A loaded backend for `cfg`: what shard workers call in `load()`.
 
-    A pooled shard actor (`sumpref.raygen`) runs the workers of several stages one after another:
+    A pooled shard actor (`sumpref.fanout`) runs the workers of several stages one after another:
     sampling from a model and its greedy evaluation load the weights once. Only the transformers
     backend is kept (its weights are the expensive part); one at a time, so another config frees
     the previous model first. vLLM engines (one per actor, never pooled) and HTTP clients (a key

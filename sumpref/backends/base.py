@@ -136,7 +136,7 @@ class Backend(Protocol):
     """`generate` returns, for each prompt, a list of `params.n` generations (same order).
 
     Capability flags, declared by every backend class, say which constraints of `SamplingParams`
-    it honours; callers read them to choose (`sumpref.judges`: a JSON schema, else a template)."""
+    it honours; callers read them to choose (`sumpref.judging.judges`: a JSON schema, else a template)."""
 
     supports_json_schema: bool  # honours `SamplingParams.json_schema` (structured output)
     supports_template: bool  # honours `SamplingParams.template` (`sumpref.constrained` line formats)

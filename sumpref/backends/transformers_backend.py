@@ -37,7 +37,7 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from sumpref.models import resolve_model
+        from sumpref.model_paths import resolve_model
 
         if self.num_threads:
             torch.set_num_threads(self.num_threads)

@@ -1,7 +1,7 @@
 """vLLM backend: one `vllm.LLM` engine inside each Ray actor of the worker environment.
 
 One way to run vLLM. The pipeline's generation stages fan shards out to Ray actors
-(`sumpref.raygen.run_shards`); for `backend: vllm` those actors start with the Ray `runtime_env`
+(`sumpref.fanout.run_shards`); for `backend: vllm` those actors start with the Ray `runtime_env`
 that `load_runtime_env` reads, which names the worker environment:
 - `py_executable`: a Python interpreter with vLLM (`.venv-vllm/bin/python`, built by `make
   worker-env`; `docker/runtime_env.cpu.yaml`), or
@@ -196,7 +196,7 @@ class VLLMBackend:
             return
         from vllm import LLM
 
-        from sumpref.models import resolve_model
+        from sumpref.model_paths import resolve_model
 
         self._llm = LLM(**engine_kwargs(self.cfg, resolve_model(self.cfg.model)))
         self._lora = lora_request(self.cfg.adapter) if self.cfg.adapter else None

@@ -10,15 +10,15 @@
 | refprobs | `refprobs.py` | `refprobs_stage` |
 | dpo | `dpo.py` | `train_stage` |
 | merged | `merged.py` | `merge_stage` |
-| eval_model, eval_compare | `evaluation.py` (the stages: `sumpref.compare`) | `evaluate` |
+| eval_model, eval_compare | `evaluation.py` (the stages: `sumpref.evaluation.stages`) | `evaluate` |
 
 A round (samples -> judged -> pairs -> refprobs -> dpo -> merged) is the ordered table
 `round.STEPS`, run by `run_round` here and by the round subflow (`flows/round.py`) in Prefect.
 
 Each module is glue only: it names the stage's config slice and upstream artifacts in a
 `StageSpec` (`*_spec`, whose key `sumpref.cachekey` computes, code version included) and says
-how to produce the files; the logic lives in the domain modules (`data`, `judges`, `sampling`,
-`pairs`, `training/`, `evaluate`, `compare`). Generation stages shard their rows and fan the
+how to produce the files; the logic lives in the domain modules and wings (`data`, `judging/`,
+`sampling`, `pairs`, `training/`, `evaluation/`). Generation stages shard their rows and fan the
 shards out to Ray through `run_shards`, so a killed run resumes at shard granularity.
 """
 

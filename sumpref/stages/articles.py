@@ -18,7 +18,7 @@ def articles_spec(cfg: RunConfig) -> StageSpec:
     def produce(out: Path) -> dict:
         from transformers import AutoTokenizer
 
-        from sumpref.models import resolve_model
+        from sumpref.model_paths import resolve_model
 
         res = load_articles(cfg.data)
         require_split(res, cfg.data)  # before the tokenizer loads; a DataError fails the task without retries

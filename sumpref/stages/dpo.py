@@ -17,12 +17,12 @@ from sumpref.config import RunConfig
 
 def dpo_spec(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: ArtifactRef | None = None) -> StageSpec:
     def produce(out: Path) -> dict:
-        from sumpref.models import resolve_model
+        from sumpref.model_paths import resolve_model
 
         model = resolve_model(base_model)
         if cfg.dpo.trainer == "packed":
             return _train_packed(cfg, refprobs, model, out)
-        from sumpref.training.dpo import launch_training
+        from sumpref.training.launch import launch_training
 
         # URIs on a remote root: the training workers read the pairs from the store themselves.
         metrics = launch_training(pairs.child("train.parquet"), pairs.child("valid.parquet"), model, str(out), cfg.dpo)
@@ -37,7 +37,7 @@ def dpo_spec(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: Arti
 def _train_packed(cfg: RunConfig, refprobs: ArtifactRef | None, model: str, out: Path) -> dict:
     if refprobs is None:
         raise ValueError("dpo.trainer 'packed' needs the reference log-prob stage output")
-    from sumpref.training.dpo import launch_packed_training
+    from sumpref.training.launch import launch_packed_training
 
     valid = refprobs.child("valid.parquet")  # URIs on a remote root: the workers read from the store
     launch_packed_training(refprobs.child("train.parquet"), model, str(out / "adapter"), cfg.dpo,

@@ -1,5 +1,5 @@
-"""Evaluation of a pipeline run: the evaluation flow's stages (`sumpref.compare`), configured from
-the run's config. One evaluation path: a run's report and `flows.evaluate`'s are the same stages.
+"""Evaluation of a pipeline run: the evaluation flow's stages (`sumpref.evaluation.stages`),
+configured from the run's config. One evaluation path: a run's report and `flows.evaluate`'s are the same stages.
 
 Models: `base` (the initial policy), `tuned` (the last adapter), each `eval.baselines` entry
 (default `lead:3`, named `lead-3`; with `eval.equal_length` also `lead-3@tuned`, cut to the tuned
@@ -14,7 +14,7 @@ import re
 
 from sumpref.artifacts import ArtifactRef
 from sumpref.config import BackendConfig, RunConfig
-from sumpref.evalflow_config import EvalFlowConfig, EvalModel
+from sumpref.evaluation.config import EvalFlowConfig, EvalModel
 
 
 def baseline_name(spec: str) -> str:
@@ -58,7 +58,7 @@ def evaluate(cfg: EvalFlowConfig, articles: ArtifactRef, questions: ArtifactRef,
              run: dict[str, ArtifactRef] | None = None, adapters: list[ArtifactRef] | None = None) -> ArtifactRef:
     """Every model's stage, then the comparison: the evaluation without Prefect (the flows run the
     same stages as tasks, `flows.evaluate.evaluate_on`)."""
-    from sumpref.compare import compare_stage, model_stage
+    from sumpref.evaluation.stages import compare_stage, model_stage
 
     judged: dict[str, ArtifactRef] = {}
     for m in model_order(cfg):

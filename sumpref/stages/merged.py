@@ -15,7 +15,7 @@ def merged_spec(cfg: RunConfig, base_model: str, adapter: ArtifactRef) -> StageS
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from sumpref.models import resolve_model
+        from sumpref.model_paths import resolve_model
 
         path = resolve_model(base_model)
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path), str(adapter.path / "adapter"))

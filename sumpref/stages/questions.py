@@ -11,13 +11,13 @@ from pathlib import Path
 from sumpref.artifacts import ArtifactRef
 from sumpref.cachekey import StageSpec
 from sumpref.config import JudgeConfig, RunConfig
-from sumpref.raygen import read_shards, run_shards
+from sumpref.fanout import read_shards, run_shards
 from sumpref.stages.shards import counts, file_shards, judge_resources, judge_shard_size
 
 
 def questions_spec(cfg: RunConfig, articles: ArtifactRef, judge: JudgeConfig, split: str | None = None) -> StageSpec:
     def produce(out: Path) -> dict:
-        from sumpref.judges import QuestionWriter
+        from sumpref.judging.judges import QuestionWriter
 
         shards = file_shards(articles, "articles.parquet", lambda r: split is None or r["split"] == split, ["split"],
                              judge_shard_size(judge, 64))

@@ -16,8 +16,8 @@ from sumpref.config import RunConfig
 
 def refprobs_spec(cfg: RunConfig, pairs: ArtifactRef, base_model: str) -> StageSpec:
     def produce(out: Path) -> dict:
-        from sumpref.models import resolve_model
-        from sumpref.training.refprobs import compute_reference_logps
+        from sumpref.model_paths import resolve_model
+        from sumpref.training.reference import compute_reference_logps
 
         splits = ["train"] + (["valid"] if read_table(pairs.path / "valid.parquet") else [])
         for split in splits:

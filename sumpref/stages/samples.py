@@ -11,7 +11,7 @@ from sumpref.artifacts import ArtifactRef, read_table
 from sumpref.backends.base import SamplingParams
 from sumpref.cachekey import StageSpec
 from sumpref.config import BackendConfig, RunConfig
-from sumpref.raygen import run_shards
+from sumpref.fanout import run_shards
 from sumpref.stages.shards import file_shards, question_map, resources
 
 

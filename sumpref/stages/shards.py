@@ -9,7 +9,7 @@ from typing import Callable
 from sumpref import storage
 from sumpref.artifacts import ArtifactRef, read_table
 from sumpref.config import BackendConfig, JudgeConfig
-from sumpref.raygen import RowSlice, actor_runtime_env, read_shards
+from sumpref.fanout import RowSlice, actor_runtime_env, read_shards
 
 
 def chunks(rows: list, size: int) -> list[list]:

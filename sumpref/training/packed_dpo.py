@@ -2,7 +2,7 @@
 
 Contract: `train_packed_dpo(pairs_path, model_path, output_dir, cfg) -> metrics`.
 - `pairs_path`: parquet of pairs with the `ref_chosen_logp` / `ref_rejected_logp` columns written
-  by `sumpref.training.refprobs.compute_reference_logps` (the reference model never runs here).
+  by `sumpref.training.reference.compute_reference_logps` (the reference model never runs here).
 - `output_dir` receives the LoRA adapter (`save_pretrained`), a model card (`README.md`),
   `metrics.jsonl` (one record per logging step), `metrics.json` (summary, written last),
   `checkpoints/step-N/` every `save_steps` steps and, with `merge_adapter`, `merged/`.

@@ -2,7 +2,7 @@
 
 Contract:
 - `load_pair_data(pairs_path, tokenizer, max_length) -> PairData`: the parquet written by
-  `sumpref.training.refprobs.compute_reference_logps` (pair rows + `ref_chosen_logp` /
+  `sumpref.training.reference.compute_reference_logps` (pair rows + `ref_chosen_logp` /
   `ref_rejected_logp`) as article groups; rows without reference log-probs are dropped (counted).
 - `epoch_microbatches(groups, cfg, epoch)`: articles shuffled with (seed, epoch), packed greedily
   (`per_device_batch_size` pairs, `max_tokens_per_batch` padded tokens). A pure function of its
@@ -23,7 +23,7 @@ import torch
 
 from sumpref.config import PackedDPOConfig
 from sumpref.training.packing import ArticleGroup, build_groups, make_microbatches
-from sumpref.training.refprobs import REF_COLUMNS
+from sumpref.training.reference import REF_COLUMNS
 
 
 @dataclass
@@ -46,7 +46,7 @@ def load_pair_data(pairs_path: str, tokenizer, max_length: int) -> PairData:
     missing = [c for c in REF_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
-            f"{pairs_path} lacks {missing}: run sumpref.training.refprobs.compute_reference_logps first "
+            f"{pairs_path} lacks {missing}: run sumpref.training.reference.compute_reference_logps first "
             "(the packed trainer never runs the reference model)"
         )
     ok = df[list(REF_COLUMNS)].notna().all(axis=1)

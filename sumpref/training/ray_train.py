@@ -103,7 +103,7 @@ def _fit(loop, loop_config: dict, cfg, output_dir: Path, name: str) -> dict:
     from ray.train.torch import TorchTrainer
 
     from sumpref.artifacts import read_staged, store_location
-    from sumpref.raygen import ensure_ray, release_idle_actors
+    from sumpref.fanout import ensure_ray, release_idle_actors
 
     ensure_ray()
     release_idle_actors()  # idle shard actors would hold the CPUs/GPUs the training workers need

@@ -81,7 +81,7 @@ def test_packed_equals_unpacked_on_cuda(tmp_path, dtype, tol):
 def test_bf16_training_on_cuda(tmp_path):
     from sumpref.config import PackedDPOConfig
     from sumpref.training.packed_dpo import train_packed_dpo
-    from sumpref.training.refprobs import compute_reference_logps
+    from sumpref.training.reference import compute_reference_logps
 
     path = _tiny_model_dir(tmp_path / "m")
     _pairs().to_parquet(tmp_path / "pairs.parquet", index=False)

@@ -6,7 +6,7 @@
   inside another one: those modules run first (`OWN_PREFECT`).
 - `s3`: a real S3-compatible server (moto, 127.0.0.1) for a module's tests.
 - Each module leaves no Ray behind (`ray_per_module`): a module that runs work on Ray starts
-  local Ray itself (`sumpref.raygen.ensure_ray`), so its workers inherit the environment the
+  local Ray itself (`sumpref.fanout.ensure_ray`), so its workers inherit the environment the
   module set up (an S3 server's credentials, a Ray temp folder that the secrets test searches).
 - `make test` runs modules on `TEST_WORKERS` (3) pytest-xdist workers (`--dist loadfile` in
   pyproject.toml: a module's tests, and its module fixtures, stay in one worker). Modules are

@@ -16,7 +16,7 @@ def random_adapter(tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     from sumpref.config import EMBEDDED_MODEL
-    from sumpref.models import resolve_model
+    from sumpref.model_paths import resolve_model
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(resolve_model(EMBEDDED_MODEL))
@@ -30,7 +30,7 @@ def test_two_models_paired_report_then_cached_rerun(prefect_api, random_adapter,
     from prefect.client.orchestration import get_client
 
     from flows.evaluate import evaluate_models
-    from sumpref.evalflow_config import eval_config_from_dict
+    from sumpref.evaluation.config import eval_config_from_dict
 
     root = tmp_path / "runs"
     backend = {"model": "embedded:smollm2-135m-instruct", "batch_size": 4, "num_cpus": 1}

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from sumpref.config import LLMJudgeConfig, TransformersBackendConfig
-from sumpref.judges import QuestionWriter, SummaryJudge, questions_from_json
-from sumpref.mcq import LETTERS, UNSURE
+from sumpref.judging.judges import QuestionWriter, SummaryJudge, questions_from_json
+from sumpref.judging.mcq import LETTERS, UNSURE
 from tests.integration._pipeline_config import SHARED
 
 pytestmark = pytest.mark.integration

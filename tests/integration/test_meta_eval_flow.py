@@ -3,7 +3,7 @@
 import pytest
 
 from flows.meta_eval import meta_eval
-from sumpref.metaeval import MetaEvalConfig
+from sumpref.evaluation.meta import MetaEvalConfig
 from tests.integration._pipeline_config import SHARED
 
 pytestmark = pytest.mark.integration
@@ -25,11 +25,11 @@ def test_llm_judge_checks_re_ask_the_embedded_model():
     """The position/length-bias plumbing on the real embedded model, on one summary. The questions
     are given (cloze-written: the 135M model's own questions often fail to parse as five distinct
     options), so the model only answers: 4 short constrained generations."""
-    from sumpref.cloze import build_cloze_questions
     from sumpref.config import LLMJudgeConfig, TransformersBackendConfig
-    from sumpref.judge_checks import length_bias, position_bias
-    from sumpref.judges import questions_to_json
-    from sumpref.metaeval import HUMAN_SETS, load_set, render_report
+    from sumpref.evaluation.meta import HUMAN_SETS, load_set, render_report
+    from sumpref.judging.checks import length_bias, position_bias
+    from sumpref.judging.cloze import build_cloze_questions
+    from sumpref.judging.judges import questions_to_json
 
     row = load_set(SHARED, next(h for h in HUMAN_SETS if h.name == "summeval"), max_articles=1)[0]
     questions = build_cloze_questions(row["article"], row["highlights"], 2, seed=0).questions

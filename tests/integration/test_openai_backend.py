@@ -24,7 +24,7 @@ GREEDY = SamplingParams(n=2, temperature=0.0, max_new_tokens=6, seed=0)
 
 @pytest.fixture(scope="module")
 def server():
-    from sumpref.models import resolve_model
+    from sumpref.model_paths import resolve_model
 
     model = ModelServer(resolve_model("embedded:smollm2-135m-instruct"))
     with ServerThread(model.app()) as srv:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sumpref.config import PackedDPOConfig
-from sumpref.models import resolve_model
+from sumpref.model_paths import resolve_model
 from sumpref.training.checkpoints import latest_checkpoint
 from sumpref.training.deepspeed_config import deepspeed_config
 from sumpref.training.lora_fused import unfuse_lora_linears
@@ -22,7 +22,7 @@ from sumpref.training.packed_logprobs import PackedLogProbs, unpacked_logps
 from sumpref.training.packing import build_groups, pack_groups
 from sumpref.training.pair_data import load_pair_data
 from sumpref.training.policy import build_policy
-from sumpref.training.refprobs import compute_reference_logps, load_reference_model
+from sumpref.training.reference import compute_reference_logps, load_reference_model
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ def model_tok():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sumpref.models import resolve_model
+    from sumpref.model_paths import resolve_model
 
     path = resolve_model("embedded:smollm2-135m-instruct")
     tok = AutoTokenizer.from_pretrained(path)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from sumpref.config import PackedDPOConfig, TRLDPOConfig
-from sumpref.models import resolve_model
+from sumpref.model_paths import resolve_model
 from sumpref.prompts import summary_messages
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,7 @@ def test_trl_trainer_on_two_ray_train_workers(local_ray, shared_data, model_path
 
 def test_packed_trainer_on_two_ray_train_workers(local_ray, shared_data, model_path, tmp_path):
     from sumpref.training.ray_train import train_packed_dpo_ray
-    from sumpref.training.refprobs import compute_reference_logps
+    from sumpref.training.reference import compute_reference_logps
 
     src = tmp_path / "pairs.parquet"
     pd.DataFrame(_pair_rows(shared_data)).to_parquet(src, index=False)

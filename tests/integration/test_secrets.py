@@ -54,7 +54,7 @@ def isolated(tmp_path, monkeypatch):
 
 def test_api_key_leaves_no_trace(isolated, tmp_path, monkeypatch, capfd):
     from flows.full_pipeline import full_pipeline
-    from sumpref.models import resolve_model
+    from sumpref.model_paths import resolve_model
     from tests.openai_server import ModelServer, ServerThread
 
     key = f"sk-sumpref-fake-{uuid.uuid4().hex}"

@@ -25,7 +25,7 @@ N_SHARDS = 6
 SCRIPT = """
 import json, os, sys
 from sumpref.artifacts import run_stage
-from sumpref.raygen import read_shards, run_shards
+from sumpref.fanout import read_shards, run_shards
 from tests.integration._shard_worker import Doubler
 shards = [[{"x": i * 10 + j} for j in range(5)] for i in range(%d)]
 
@@ -85,7 +85,7 @@ def local_fingerprint(tmp_path_factory):
 
 def test_actors_write_shards_straight_to_the_store(s3, local_fingerprint, tmp_path, monkeypatch):
     from sumpref.artifacts import load_ref
-    from sumpref.raygen import read_shards
+    from sumpref.fanout import read_shards
 
     root, cache = f"{new_bucket()}/runs", tmp_path / "machine-a"
     rc, out = run(root, cache)

@@ -14,7 +14,7 @@ import pytest
 
 from sumpref import storage
 from sumpref.config import PackedDPOConfig
-from sumpref.models import resolve_model
+from sumpref.model_paths import resolve_model
 from sumpref.prompts import summary_messages
 from tests.s3_store import new_bucket, s3_server
 
@@ -41,7 +41,7 @@ def test_ray_train_worker_reads_pairs_from_the_store_and_checkpoints_to_it(share
 
     from sumpref.artifacts import mirrored
     from sumpref.training.ray_train import train_packed_dpo_ray
-    from sumpref.training.refprobs import compute_reference_logps
+    from sumpref.training.reference import compute_reference_logps
 
     model = resolve_model("embedded:smollm2-135m-instruct")
     src = tmp_path / "pairs.parquet"

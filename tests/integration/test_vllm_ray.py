@@ -25,7 +25,7 @@ def random_adapter(tmp_path_factory) -> str:
 def engine(random_adapter):
     import ray
 
-    from sumpref.raygen import ensure_ray
+    from sumpref.fanout import ensure_ray
 
     cfg = cpu_vllm_config(adapter=random_adapter)
     ensure_ray()
@@ -59,9 +59,9 @@ def test_n_samples_per_request_prompt_counted_once(engine):
 def test_llm_judge_structured_output_all_answers_parse(engine):
     import ray
 
-    from sumpref.cloze import build_cloze_questions
     from sumpref.config import LLMJudgeConfig
-    from sumpref.judges import SummaryJudge, questions_to_json
+    from sumpref.judging.cloze import build_cloze_questions
+    from sumpref.judging.judges import SummaryJudge, questions_to_json
 
     cfg = cpu_vllm_config()
     judge = SummaryJudge(LLMJudgeConfig(backend=cfg, n_questions=5))

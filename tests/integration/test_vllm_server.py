@@ -25,7 +25,7 @@ LORA = "round1"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from sumpref.models import resolve_model
+    from sumpref.model_paths import resolve_model
 
     tmp = tmp_path_factory.mktemp("vllm_server")
     adapter = make_random_adapter(tmp / "adapter")
@@ -84,8 +84,8 @@ def test_sampling_n_per_request(server):
 
 
 def test_llm_judge_structured_output_all_answers_parse(server):
-    from sumpref.cloze import build_cloze_questions
-    from sumpref.judges import SummaryJudge, questions_to_json
+    from sumpref.judging.cloze import build_cloze_questions
+    from sumpref.judging.judges import SummaryJudge, questions_to_json
 
     judge = SummaryJudge(LLMJudgeConfig(n_questions=5, backend=OpenAIBackendConfig(
         model=SERVED, base_url=server, api_key_env="SUMPREF_TEST_NO_KEY", request_timeout_s=300.0, max_retries=1)))

@@ -60,7 +60,7 @@ def make_random_adapter(out: Path, seed: int = 0) -> str:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from sumpref.models import resolve_model
+    from sumpref.model_paths import resolve_model
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(resolve_model("embedded:smollm2-135m-instruct"))

@@ -142,7 +142,7 @@ def test_packaged_runtime_env_is_found_from_any_directory(monkeypatch, tmp_path)
 
 def test_actor_runtime_env_per_engine(monkeypatch, tmp_path):
     from sumpref.config import TransformersBackendConfig
-    from sumpref.raygen import actor_runtime_env
+    from sumpref.fanout import actor_runtime_env
 
     own = tmp_path / "env.yaml"
     own.write_text("image_uri: my-registry/worker:2\n")

@@ -4,9 +4,10 @@ everything downstream of them."""
 
 import pytest
 
-from sumpref import cachekey, compare, stages
+from sumpref import cachekey, stages
 from sumpref.artifacts import ArtifactRef
 from sumpref.config import RunConfig
+from sumpref.evaluation import stages as eval_stages
 
 STAGES = ("articles", "questions", "samples", "judged", "pairs", "refprobs", "dpo", "merged", "eval_base",
           "eval_tuned", "eval")
@@ -34,10 +35,10 @@ def pipeline_keys(cfg: RunConfig) -> dict[str, str]:
     specs["merged"] = stages.merged_spec(cfg, cfg.policy.model, d)
     tuned = cfg.policy.model_copy(update={"adapter": d.child("adapter")})
     e = stages.run_eval_config(cfg, tuned)
-    specs["eval_base"] = compare.model_spec(e, e.models[0], a, q)
-    specs["eval_tuned"] = compare.model_spec(e, e.models[1], a, q)
+    specs["eval_base"] = eval_stages.model_spec(e, e.models[0], a, q)
+    specs["eval_tuned"] = eval_stages.model_spec(e, e.models[1], a, q)
     judged = {"base": _ref(specs["eval_base"]), "tuned": _ref(specs["eval_tuned"])}
-    specs["eval"] = compare.compare_spec(e, a, q, judged, {"articles": a, "questions": q, "pairs": p}, [d])
+    specs["eval"] = eval_stages.compare_spec(e, a, q, judged, {"articles": a, "questions": q, "pairs": p}, [d])
     return {name: s.key for name, s in specs.items()}
 
 
@@ -56,9 +57,9 @@ def edit(monkeypatch, module: str) -> None:
     ("sumpref.pairs", {"pairs", "refprobs", "dpo", "merged", "eval_base", "eval_tuned", "eval"}),
     ("sumpref.stages.pairs", {"pairs", "refprobs", "dpo", "merged", "eval_tuned", "eval"}),
     ("sumpref.sampling", {"samples", "judged", "pairs", "refprobs", "dpo", "merged", "eval_base", "eval_tuned", "eval"}),
-    ("sumpref.judges", {"questions", "samples", "judged", "pairs", "refprobs", "dpo", "merged", "eval_base", "eval_tuned",
-                        "eval"}),
-    ("sumpref.format_metrics", {"eval_base", "eval_tuned", "eval"}),
+    ("sumpref.judging.judges", {"questions", "samples", "judged", "pairs", "refprobs", "dpo", "merged", "eval_base",
+                                "eval_tuned", "eval"}),
+    ("sumpref.evaluation.format", {"eval_base", "eval_tuned", "eval"}),
     ("sumpref.data", set(STAGES)),
 ])
 def test_editing_a_module_rekeys_exactly_its_stages_and_downstream(cfg, monkeypatch, module, changed):
@@ -80,11 +81,11 @@ def test_closure_holds_every_module_a_stage_runs():
     and the engines the backend table imports by name, and model resolution."""
     samples = cachekey.import_closure(("sumpref.stages.samples",))
     for m in ("sumpref.stages.samples", "sumpref.sampling", "sumpref.backends.base", "sumpref.backends.vllm_ray",
-              "sumpref.backends.openai_http", "sumpref.backends.transformers_backend", "sumpref.models"):
+              "sumpref.backends.openai_http", "sumpref.backends.transformers_backend", "sumpref.model_paths"):
         assert m in samples, m
-    evaluation = cachekey.import_closure(("sumpref.compare",))
-    assert {"sumpref.evaluate", "sumpref.format_metrics", "sumpref.lead", "sumpref.judges", "sumpref.pairs",
-            "sumpref.similarity"} <= set(evaluation)
+    evaluation = cachekey.import_closure(("sumpref.evaluation.stages",))
+    assert {"sumpref.evaluation.metrics", "sumpref.evaluation.format", "sumpref.evaluation.baselines",
+            "sumpref.sentences", "sumpref.judging.judges", "sumpref.pairs", "sumpref.similarity"} <= set(evaluation)
     assert all(m == "sumpref" or m.startswith("sumpref.") for m in samples + evaluation)
     assert "sumpref.training.packed_dpo" not in samples  # only what the stage can run
 

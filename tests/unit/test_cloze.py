@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from sumpref.cloze import BLANK, answer_from_summary, build_cloze_questions, option_support
-from sumpref.mcq import LETTERS, UNSURE, score_answers
+from sumpref.judging.cloze import BLANK, answer_from_summary, build_cloze_questions, option_support
+from sumpref.judging.mcq import LETTERS, UNSURE, score_answers
 
 ARTICLE = (
     "(CNN) Maria Lopez won the Boston Marathon on Monday, finishing in 2 hours and 21 minutes. "

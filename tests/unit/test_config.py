@@ -16,7 +16,7 @@ def test_defaults_are_valid_and_user_facing_default_is_the_hub():
 @pytest.mark.parametrize("recipe", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_loads(recipe):
     if recipe.name.startswith("eval"):  # evaluation-flow recipes have their own schema
-        from sumpref.evalflow_config import EvalFlowConfig, load_eval_config
+        from sumpref.evaluation.config import EvalFlowConfig, load_eval_config
 
         assert isinstance(load_eval_config(recipe), EvalFlowConfig)
         return

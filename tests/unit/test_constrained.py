@@ -1,7 +1,7 @@
 import pytest
 
 from sumpref.constrained import Template, TemplateConstraint, judge_template, make_template, mcq_template
-from sumpref.mcq import parse_mcq_text
+from sumpref.judging.mcq import parse_mcq_text
 from sumpref.prompts import parse_judge_answers
 
 

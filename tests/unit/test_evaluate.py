@@ -4,8 +4,9 @@ pairs), extractive baselines, and the per-summary format and copying metrics."""
 import numpy as np
 import pytest
 
-from sumpref.format_metrics import format_metrics, longest_copied_span, novel_ngram_share, words
-from sumpref.lead import LeadSummarizer, extract, match_words, parse_spec, split_sentences
+from sumpref.evaluation.baselines import LeadSummarizer, extract, match_words, parse_spec
+from sumpref.evaluation.format import format_metrics, longest_copied_span, novel_ngram_share, words
+from sumpref.sentences import split_sentences
 
 ARTICLE = ("(CNN) -- Mr. Smith went to Washington on Monday. He met U.S. officials there! Was it useful? "
            "Nobody said. The talks ended at 5 p.m. with no deal.")
@@ -95,8 +96,8 @@ def test_the_run_evaluation_has_base_tuned_and_lead3_at_equal_length(monkeypatch
 
 def test_eval_model_keys_name_store_paths_relative_to_the_root(tmp_path):
     """The same run under another root reuses its evaluation: no absolute path in a stage key."""
-    from sumpref.compare import model_spec
     from sumpref.config import RunConfig
+    from sumpref.evaluation.stages import model_spec
     from sumpref.stages import run_eval_config
 
     def key(root):

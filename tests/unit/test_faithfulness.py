@@ -3,11 +3,12 @@
 import pytest
 
 from sumpref.config import ClozeJudgeConfig, QAJudgeConfig
-from sumpref.faithfulness import (ArticleIndex, apply_faithfulness, faithfulness, novel_trigram_share, proportional_penalty,
-                                  unsupported_sentences)
-from sumpref.judges import QuestionWriter, SummaryJudge, article_from_json, highlights_from_json, questions_from_json
-from sumpref.mcq import LETTERS, UNSURE
-from sumpref.qa_judge import QAScorer
+from sumpref.judging.faithfulness import (ArticleIndex, apply_faithfulness, faithfulness, novel_trigram_share,
+                                          proportional_penalty, unsupported_sentences)
+from sumpref.judging.judges import (QuestionWriter, SummaryJudge, article_from_json, highlights_from_json,
+                                    questions_from_json)
+from sumpref.judging.mcq import LETTERS, UNSURE
+from sumpref.judging.qa import QAScorer
 
 ARTICLE = ("Chelsea beat Arsenal 2-1 at Stamford Bridge on Sunday. Eden Hazard scored the winner in the 78th minute. "
            "Manager Jose Mourinho said the team had shown great spirit. The win puts Chelsea 10 points clear at the top "

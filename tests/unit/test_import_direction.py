@@ -31,3 +31,13 @@ def test_importing_the_library_loads_no_prefect():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_wing_packages_import_nothing():
+    """`sumpref.judging` and `sumpref.evaluation` are namespaces with a docstring: configs import one
+    light module of a wing (`evaluation.baselines` for its spec pattern), never the whole wing."""
+    code = ("import sys, sumpref.judging, sumpref.evaluation; "
+            "print(sorted(m for m in sys.modules if m.startswith(('sumpref.judging.', 'sumpref.evaluation.'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -11,7 +11,7 @@ from pydantic import TypeAdapter
 from sumpref.config import (JUDGE_CONFIGS, ClozeJudgeConfig, ConfigError, EmbeddedJudgeActors, JudgeConfig,
                             LLMJudgeConfig, OpenAIBackendConfig, QAJudgeConfig, RunConfig, VLLMBackendConfig,
                             config_from_dict)
-from sumpref.judges import JUDGES, QuestionWriter, SummaryJudge, make_judge
+from sumpref.judging.judges import JUDGES, QuestionWriter, SummaryJudge, make_judge
 from sumpref.stages.shards import judge_resources, judge_shard_size
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +78,7 @@ def test_the_factory_builds_the_kinds_class_and_the_workers_use_it():
 
 
 def test_no_judge_kind_branch_outside_the_factory():
-    """`judge.kind` is read to pick a class (`sumpref.judges.make_judge`) and to name things, never
+    """`judge.kind` is read to pick a class (`sumpref.judging.judges.make_judge`) and to name things, never
     compared to pick behaviour: that belongs on the judge types."""
     offenders = []
     for path in (ROOT / "sumpref").rglob("*.py"):

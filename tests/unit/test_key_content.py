@@ -2,7 +2,7 @@
 
 import pytest
 
-from sumpref.key_content import KeyContent, content_stems, coverage, stem
+from sumpref.judging.key_content import KeyContent, content_stems, coverage, stem
 
 ARTICLE = ("Chelsea beat Arsenal 2-1 at Stamford Bridge on Sunday. Eden Hazard scored the winner in the 78th minute. "
            "Manager Jose Mourinho said the team had shown great spirit. Chelsea are now 10 points clear at the top "

@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from sumpref.metaeval import (COMPARE_SUFFIX, HUMAN_SETS, HumanSet, MetaEvalConfig, balanced_accuracy, bootstrap_ci,
-                              evaluate_set, kendall_tau_b, pairwise_agreement, render_table, roc_auc, score_names,
-                              score_set, spearman_rho, summary_level, write_report)
 from sumpref.config import ClozeJudgeConfig, QAJudgeConfig
+from sumpref.evaluation.meta import (COMPARE_SUFFIX, HUMAN_SETS, HumanSet, MetaEvalConfig, balanced_accuracy,
+                                     bootstrap_ci, evaluate_set, kendall_tau_b, pairwise_agreement, render_table,
+                                     roc_auc, score_names, score_set, spearman_rho, summary_level, write_report)
 
 
 def test_kendall_tau_b_hand_computed():
@@ -111,14 +111,15 @@ def test_render_and_write_report_keeps_the_discussion(tmp_path):
 
 
 def test_minilm_similarity_is_a_column_beside_rouge_scored_against_the_reference(monkeypatch):
-    from sumpref import metaeval, similarity
+    from sumpref import similarity
+    from sumpref.evaluation import meta
 
-    assert score_names(QAJudgeConfig())[-3:] == ["ROUGE-1 F", metaeval.SIMILARITY, "article precision"]
+    assert score_names(QAJudgeConfig())[-3:] == ["ROUGE-1 F", meta.SIMILARITY, "article precision"]
     seen = []
     monkeypatch.setattr(similarity, "semantic_similarity",
                         lambda texts, refs, **kw: seen.append((texts, refs)) or [0.5 if r else math.nan for r in refs])
     rows = [{"id": "1", "article_id": "a", "summary": "x", "compare": None, "reference": "hl"},
             {"id": "2", "article_id": "b", "summary": "y", "compare": None, "reference": None}]
-    scores = score_set(rows, metaeval.similarity_scorer())
-    assert scores[metaeval.SIMILARITY][0] == 0.5 and math.isnan(scores[metaeval.SIMILARITY][1])
+    scores = score_set(rows, meta.similarity_scorer())
+    assert scores[meta.SIMILARITY][0] == 0.5 and math.isnan(scores[meta.SIMILARITY][1])
     assert seen == [(["x"], ["hl"]), (["y"], [None])]

@@ -17,7 +17,7 @@ def test_orchestrator_environment_has_no_vllm():
 
 
 def test_import_sumpref_pulls_in_neither_vllm_nor_prefect():
-    code = ("import sys, sumpref, sumpref.config, sumpref.backends, sumpref.backends.vllm_ray, sumpref.raygen, "
+    code = ("import sys, sumpref, sumpref.config, sumpref.backends, sumpref.backends.vllm_ray, sumpref.fanout, "
             "sumpref.stages; print(sorted(m for m in ('vllm', 'prefect') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.strip() == "[]"

@@ -1,12 +1,12 @@
-"""Paired comparison of models (sumpref.evaluate), the two judge-independent metrics, and the
+"""Paired comparison of models (sumpref.evaluation.metrics), the two judge-independent metrics, and the
 evaluation flow's config: names, baseline, overrides, and a missing adapter caught before any work."""
 
 import numpy as np
 import pytest
 
 from sumpref.config import ConfigError, PairsConfig
-from sumpref.evaluate import (bootstrap_indices, bootstrap_median, compare_models, paired_mean_diff, paired_win_rate,
-                              render_comparison, rouge_l, win_scores)
+from sumpref.evaluation.metrics import (bootstrap_indices, bootstrap_median, compare_models, paired_mean_diff,
+                                        paired_win_rate, render_comparison, rouge_l, win_scores)
 
 
 def judged(spec, prefix="a"):
@@ -126,7 +126,7 @@ def test_comparisons_beyond_the_baseline():
 # --- the evaluation flow's config ---
 
 def _cfg(**kw):
-    from sumpref.evalflow_config import eval_config_from_dict
+    from sumpref.evaluation.config import eval_config_from_dict
 
     data = {"models": [{"name": "base"}, {"name": "tuned", "backend": {"adapter": "x"}}], "baseline": "base", **kw}
     return eval_config_from_dict(data)
@@ -143,7 +143,7 @@ def test_baseline_must_be_a_model_and_names_unique():
 
 
 def test_overrides_reach_list_items():
-    from sumpref.evalflow_config import eval_config_from_dict
+    from sumpref.evaluation.config import eval_config_from_dict
 
     cfg = eval_config_from_dict({"models": [{"name": "base"}, {"name": "hot"}]},
                                 ["models.1.temperature=0.7", "num_articles=5", "judge.n_questions=4"])
@@ -169,7 +169,7 @@ def test_a_missing_adapter_is_an_error_naming_the_field_before_any_work(tmp_path
 def test_the_example_recipe_loads_and_passes_preflight(shared_data):
     from pathlib import Path
 
-    from sumpref.evalflow_config import load_eval_config, preflight_eval
+    from sumpref.evaluation.config import load_eval_config, preflight_eval
 
     root = Path(__file__).resolve().parents[2]
     cfg = load_eval_config(root / "configs" / "eval_example.yaml", [f"data.source={shared_data / 'cnndm_summeval.jsonl'}"])
@@ -182,7 +182,7 @@ def test_the_evaluate_deployment_carries_the_example_recipe():
 
     import yaml
 
-    from sumpref.evalflow_config import EvalFlowConfig, load_eval_config
+    from sumpref.evaluation.config import EvalFlowConfig, load_eval_config
 
     root = Path(__file__).resolve().parents[2]
     spec = {d["name"]: d for d in yaml.safe_load((root / "prefect.yaml").read_text())["deployments"]}["evaluate"]

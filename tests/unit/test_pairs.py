@@ -76,7 +76,7 @@ def test_pairs_stage_drops_summaries_that_were_never_judged(tmp_path):
     from sumpref.artifacts import read_table, write_table
     from sumpref.cachekey import StageSpec
     from sumpref.config import RunConfig
-    from sumpref.raygen import shard_path
+    from sumpref.fanout import shard_path
     from sumpref.stages import pairs_stage
 
     judged_rows = [{**row(0, 5, 10), "judge_error": None}, {**row(1, 1, 30), "judge_error": None},

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from sumpref.mcq import LETTERS, MCQ, UNSURE, parse_mcq_json, parse_mcq_text, score_answers, shuffle_questions
+from sumpref.judging.mcq import LETTERS, MCQ, UNSURE, parse_mcq_json, parse_mcq_text, score_answers, shuffle_questions
 from sumpref.prompts import SUMMARY_PROMPT, judge_messages, parse_judge_answers, summary_messages
 
 

@@ -5,7 +5,7 @@ a stage whose shards are all written returns without starting any)."""
 import json
 
 from sumpref.backends.base import BackendStats
-from sumpref.raygen import kept_stats, run_shards, shard_path, stats_path, write_shard
+from sumpref.fanout import kept_stats, run_shards, shard_path, stats_path, write_shard
 
 
 def stats(i: int) -> BackendStats:

@@ -8,7 +8,7 @@ import fsspec
 
 from sumpref import storage
 from sumpref.artifacts import ArtifactRef, _fingerprint_remote, encode_table, fingerprint_dir
-from sumpref.raygen import RowSlice, _input_rows
+from sumpref.fanout import RowSlice, _input_rows
 from sumpref.stages.shards import file_rows, file_shards, slices
 
 FILES = {"a/x.parquet": b"1", "a-b/x.parquet": b"2", "shards/shard-00000.parquet": b"3", "logs/e.jsonl": b"not data",

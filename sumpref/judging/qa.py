@@ -1,24 +1,24 @@
 """The `qa` embedded judge: cloze questions, key-content coverage, and a faithfulness term.
 
 Contract:
-- Questions are `sumpref.cloze` questions (exactly `n_questions`), stored with the article text
+- Questions are `sumpref.judging.cloze` questions (exactly `n_questions`), stored with the article text
   and the highlights: the count and the faithfulness check need them at judging time.
 - `QAScorer(cfg).score(questions, article, summary, highlights)` -> `QAScore`: the cloze answers
   and how many are right (`n_correct_raw`, an integer); `coverage`, the summary's share of the
-  article's key content (`sumpref.key_content`, with `cfg.lead_weight`); which summary sentences
+  article's key content (`sumpref.judging.key_content`, with `cfg.lead_weight`); which summary sentences
   the article does not support; a `faithfulness` score in [0, 1]; and `n_correct`, the count the
   preference rule sees.
 - The count before faithfulness: `cfg.count == "key_content"`: `n_questions x coverage` (a float
   rounded to 2 decimals, so "at least 3 of 5" = "at least 60% of the key content"); `"mcq"`:
   `n_correct_raw`.
-- Faithfulness (`cfg.faithfulness`, `sumpref.faithfulness.apply_faithfulness`), lexical support:
+- Faithfulness (`cfg.faithfulness`, `sumpref.judging.faithfulness.apply_faithfulness`), lexical support:
   `proportional` subtracts `n_questions x cfg.faithfulness_weight x` the summary's novel word
   trigram share, and faithfulness = 1 - that share; `extra_wrong`/`gate` use max(sentences with a
   new content word, round(n_questions x new-bigram share)) extra wrong answers, faithfulness = 1 -
   new-bigram share. Embedding support: faithfulness = share of sentences whose closest article
   sentence has cosine >= `embed_threshold`; `proportional` uses 1 - it as the share, the other
   modes one extra wrong answer per unsupported sentence. The count never goes below 0.
-- `cfg.support == "embedding"` loads MiniLM in `load()` (`sumpref.embed`, through
+- `cfg.support == "embedding"` loads MiniLM in `load()` (`sumpref.judging.embed`, through
   `sumpref.similarity`'s loader); lexical support needs
   no model. Article indexes, key content and sentence embeddings are cached per article.
 """
@@ -28,13 +28,13 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from sumpref.cloze import N_LEAD_SENTENCES, _sentences, answer_from_summary
 from sumpref.config import QAJudgeConfig
-from sumpref.faithfulness import (ArticleIndex, apply_faithfulness, embedding_support, extra_wrong, faithfulness,
-                                  novel_bigram_share, novel_trigram_share, proportional_penalty, summary_sentences,
-                                  unsupported_sentences)
-from sumpref.key_content import KeyContent, coverage
-from sumpref.mcq import MCQ, score_answers
+from sumpref.judging.cloze import N_LEAD_SENTENCES, _sentences, answer_from_summary
+from sumpref.judging.faithfulness import (ArticleIndex, apply_faithfulness, embedding_support, extra_wrong,
+                                          faithfulness, novel_bigram_share, novel_trigram_share, proportional_penalty,
+                                          summary_sentences, unsupported_sentences)
+from sumpref.judging.key_content import KeyContent, coverage
+from sumpref.judging.mcq import MCQ, score_answers
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class QAScorer:
 
     def load(self) -> None:
         if self.cfg.support == "embedding" and self.encoder is None:
-            from sumpref.embed import SentenceEncoder
+            from sumpref.judging.embed import SentenceEncoder
 
             self.encoder = SentenceEncoder()
             self.encoder.load()

@@ -8,8 +8,9 @@
   GPU work runs on a Ray worker, not in the orchestrating process), in this process for one CPU
   worker. `valid_path`: validation pairs with reference log-probs, scored at every logging step.
 
-Module map of `sumpref.training`: `losses` (pure DPO losses), `packing` (shared-prompt packing and
-the packed log-prob forward), `refprobs` (reference log-prob stage), `pair_data` (packed training
+Module map of `sumpref.training`: `launch` (this module: the entry points), `losses` (pure DPO
+losses), `packing` (shared-prompt packing and the packed log-prob forward), `reference`
+(reference log-probs, computed once for the `refprobs` stage), `pair_data` (packed training
 data and order), `policy` (base model + LoRA), `distributed` (DDP / DeepSpeed wrapping),
 `deepspeed_config` (ZeRO JSONs), `checkpoints`, `reporting` (model cards, metric logs),
 `packed_dpo` (our loop), `trl_dpo` (TRL's), `ray_train` (both on Ray Train workers).

@@ -4,7 +4,7 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
-from sumpref import models
+from sumpref import model_paths
 
 SPEC = "embedded:smollm2-135m-instruct"
 
@@ -21,8 +21,8 @@ def _resolve(cache: str, results) -> None:
     import os
 
     os.environ["SUMPREF_CACHE"] = cache
-    models._convert_gguf = _slow_convert
-    results.put(models.resolve_model(SPEC))
+    model_paths._convert_gguf = _slow_convert
+    results.put(model_paths.resolve_model(SPEC))
 
 
 def test_processes_asking_at_once_convert_the_embedded_model_once(tmp_path):
@@ -43,7 +43,7 @@ def test_processes_asking_at_once_convert_the_embedded_model_once(tmp_path):
 
 def test_a_converted_model_is_not_converted_again(tmp_path, monkeypatch):
     monkeypatch.setenv("SUMPREF_CACHE", str(tmp_path))
-    monkeypatch.setattr(models, "_convert_gguf", _slow_convert)
-    first = models.resolve_model(SPEC)
-    assert models.resolve_model(SPEC) == first
+    monkeypatch.setattr(model_paths, "_convert_gguf", _slow_convert)
+    first = model_paths.resolve_model(SPEC)
+    assert model_paths.resolve_model(SPEC) == first
     assert len((tmp_path / "models" / "calls.log").read_text().splitlines()) == 1

@@ -6,7 +6,7 @@ finish_reason` (plus the judge's columns). Per article and model (`article_value
 - the judge: Accuracy >= 3 / >= 4, mean correct;
 - not the judge: ROUGE-L F1 and MiniLM cosine similarity vs the reference highlights
   (`sumpref.similarity`);
-- format and copying (`sumpref.format_metrics`): at most 2 sentences, cut at the token limit, ends
+- format and copying (`sumpref.evaluation.format`): at most 2 sentences, cut at the token limit, ends
   with sentence punctuation, share copied verbatim from the article's start, longest copied span,
   novel bigrams and trigrams; words, compression, too long, invalid characters.
 Every model's metrics and every paired difference use the same bootstrap resamples of articles,
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from sumpref.config import PairsConfig
-from sumpref.format_metrics import format_metrics
+from sumpref.evaluation.format import format_metrics
 from sumpref.pairs import has_junk, prefer
 
 # (key, label, shown as a percentage); every metric is per article, compared model vs model.

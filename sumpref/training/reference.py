@@ -79,7 +79,7 @@ def _shards(rows: list[dict], n: int) -> list[list[int]]:
 def _score_with_ray(rows, model_path, max_length, pairs_per_batch, dtype, num_replicas, use_gpu):
     import ray
 
-    from sumpref.raygen import ensure_ray, release_idle_actors
+    from sumpref.fanout import ensure_ray, release_idle_actors
 
     ensure_ray()
 

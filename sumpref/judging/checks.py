@@ -18,14 +18,14 @@ from __future__ import annotations
 import random
 
 from sumpref.config import JudgeConfig
-from sumpref.judges import (QuestionWriter, SummaryJudge, article_from_json, highlights_from_json, questions_from_json,
-                            questions_to_json)
-from sumpref.mcq import LETTERS, MCQ, UNSURE
+from sumpref.judging.judges import (QuestionWriter, SummaryJudge, article_from_json, highlights_from_json,
+                                    questions_from_json, questions_to_json)
+from sumpref.judging.mcq import LETTERS, MCQ, UNSURE
 
 
 def restate(summary: str) -> str:
     """The same content at about twice the length: every sentence followed by a restatement."""
-    from sumpref.faithfulness import summary_sentences
+    from sumpref.judging.faithfulness import summary_sentences
 
     return " ".join(f"{s} In other words: {s}" for s in summary_sentences(summary))
 

@@ -5,7 +5,8 @@ breaking that: running on until the token limit cuts it off mid-sentence, or cop
 article's opening verbatim (lead-3 with a broken last sentence). These metrics make that
 visible for every model and baseline, next to the judge's score:
 
-- `sentences`: sentence count (`lead.split_sentences`); `at_most_2_sentences`: 1 or 2 sentences;
+- `sentences`: sentence count (`sumpref.sentences.split_sentences`); `at_most_2_sentences`: 1 or
+  2 sentences;
 - `cut_at_limit`: generation stopped by `max_new_tokens`, not by end of sequence
   (`finish_reason == "length"`; extractive baselines are never cut);
 - `ends_with_punctuation`: the last character (before closing quotes/brackets) is `.`, `!` or `?`;
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from sumpref.lead import ends_sentence, split_sentences
+from sumpref.sentences import ends_sentence, split_sentences
 
 _WORD_RE = re.compile(r"[a-z0-9]+")
 

@@ -5,13 +5,13 @@ a summary. `make_judge(cfg)` picks the kind's class from `JUDGES` (the one table
 Every kind produces the same columns. Questions (`questions.parquet`): `article_id, questions (JSON
 list of MCQ dicts), error`. Judged rows: `answers (list[str]), n_correct, n_unsure, judge_error`.
 
-- `qa` (default, `QAJudge`): embedded, no LLM (`sumpref.qa_judge`): the cloze questions, stored
+- `qa` (default, `QAJudge`): embedded, no LLM (`sumpref.judging.qa`): the cloze questions, stored
   with the article and highlights (questions JSON is then `{"questions": [...], "article": "...",
   "highlights": "..." | null}`), answered from the summary; `n_correct` (a float for `qa`) is
   `n_questions x` the key-content coverage (`judge.count: key_content`) or the questions answered
   (`mcq`), lowered for content the article does not support as `judge.faithfulness` says. Extra
   judged columns: `n_correct_raw, coverage, faithfulness, n_unsupported`.
-- `cloze` (`ClozeJudge`): embedded, no LLM (`sumpref.cloze`): questions from the reference
+- `cloze` (`ClozeJudge`): embedded, no LLM (`sumpref.judging.cloze`): questions from the reference
   highlights (lead sentences without them), answered by matching options against the summary.
 - `llm` (`LLMJudge`): the published method on any backend; JSON-constrained output where the
   backend supports it, the `Qk) X` text format otherwise. Unparseable output is data, not a crash.
@@ -28,9 +28,10 @@ from typing import Callable, Literal, Protocol
 from sumpref.backends import loaded_backend
 from sumpref.backends.base import Backend, BackendStats, SamplingParams, raise_if_transient
 from sumpref.config import ClozeJudgeConfig, JudgeConfig, LLMJudgeConfig, QAJudgeConfig
-from sumpref.mcq import MCQ, UNSURE, ParseResult, parse_mcq_json, parse_mcq_text, score_answers, shuffle_questions
+from sumpref.judging.mcq import (MCQ, UNSURE, ParseResult, parse_mcq_json, parse_mcq_text, score_answers,
+                                 shuffle_questions)
+from sumpref.judging.qa import QAScorer
 from sumpref.prompts import judge_json_schema, judge_messages, mcq_json_schema, mcq_messages, parse_judge_answers
-from sumpref.qa_judge import QAScorer
 
 
 def article_rng(seed: int, article_id: str) -> random.Random:
@@ -118,7 +119,7 @@ class ClozeJudge:
         pass  # pure functions: nothing to load
 
     def _cloze_questions(self, rows: list[dict]) -> list[ParseResult]:
-        from sumpref.cloze import build_cloze_questions
+        from sumpref.judging.cloze import build_cloze_questions
 
         return [build_cloze_questions(r["article"], r.get("highlights"), self.cfg.n_questions, self.seed) for r in rows]
 
@@ -126,7 +127,7 @@ class ClozeJudge:
         return _question_rows(rows, self._cloze_questions(rows)), BackendStats()
 
     def judge_summaries(self, rows: list[dict]) -> tuple[list[dict], BackendStats]:
-        from sumpref.cloze import answer_from_summary
+        from sumpref.judging.cloze import answer_from_summary
 
         qs = [questions_from_json(r["questions"]) for r in rows]
         answers = [answer_from_summary(q, r["summary"] or "") for q, r in zip(qs, rows)]
@@ -135,7 +136,7 @@ class ClozeJudge:
 
 class QAJudge(ClozeJudge):
     """`kind: qa`: the cloze questions, stored with the article and highlights, which its count and
-    faithfulness term read when judging (`sumpref.qa_judge`)."""
+    faithfulness term read when judging (`sumpref.judging.qa`)."""
 
     def __init__(self, cfg: QAJudgeConfig, seed: int = 0):
         super().__init__(cfg, seed)

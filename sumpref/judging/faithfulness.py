@@ -6,9 +6,10 @@ Contract:
   sentence is *unsupported* when it uses a content word (name, number, noun, verb...) that the
   article never uses, or when more than `max_novel_bigrams` of its word bigrams never occur in the
   article (known words recombined into a new claim: "Smith beat Jones" from "Jones beat Smith").
-  Matching is on the normalised tokens of `sumpref.cloze` (case, PTB tokens, number words, 1,000).
+  Matching is on the normalised tokens of `sumpref.judging.cloze` (case, PTB tokens, number
+  words, 1,000).
 - `embedding_support(article_sentences, summary_sentences, encoder)` -> for each summary sentence the
-  best cosine similarity to an article sentence (MiniLM, `sumpref.embed`); the judge calls a
+  best cosine similarity to an article sentence (MiniLM, `sumpref.judging.embed`); the judge calls a
   sentence unsupported below `judge.embed_threshold`.
 - `novel_bigram_share(index, summary)`: share of the summary's word bigrams (pooled over sentences)
   that never occur in the article; `1 -` it is the lexical faithfulness score of the `extra_wrong`
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sumpref.cloze import _STOPWORDS, _content, _norm, _raw_tokens, _sentences
+from sumpref.judging.cloze import _STOPWORDS, _content, _norm, _raw_tokens, _sentences
 
 FAITHFULNESS_MODES = ("none", "extra_wrong", "gate", "proportional")
 

@@ -7,62 +7,18 @@ Specs (`EvalModel.extract` in the evaluation config):
 `match_words` truncates any baseline to another model's word count for the same article, so a
 baseline and a model can be compared at equal length, article by article.
 
-Sentences are split by `split_sentences`: a rule-based splitter (end punctuation followed by
-space and a capital, digit or quote), which keeps common abbreviations ("Mr.", "U.S.", single
-initials) inside their sentence. The same splitter counts a summary's sentences for the format
-metrics (`sumpref.format_metrics`), so lead-3 has exactly 3 sentences by that count.
+Sentences are split by `sumpref.sentences.split_sentences`, the splitter that also counts a
+summary's sentences for the format metrics (`sumpref.evaluation.format`), so lead-3 has exactly 3
+sentences by that count.
 """
 
 from __future__ import annotations
 
 import re
 
+from sumpref.sentences import split_sentences
+
 SPEC_RE = re.compile(r"^(lead):([1-9][0-9]*)$|^(lead-words):([1-9][0-9]*)$")
-
-# Tokens that end in a period without ending a sentence.
-_ABBREV = {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "gen", "col", "lt", "sgt", "capt", "gov", "sen", "rep",
-           "rev", "hon", "no", "vs", "etc", "inc", "ltd", "co", "corp", "jan", "feb", "mar", "apr", "aug", "sept",
-           "sep", "oct", "nov", "dec", "mt", "ft", "u.s", "u.k", "u.n", "e.g", "i.e", "a.m", "p.m", "d.c"}
-_BOUNDARY = re.compile(r"([.!?]+['\"\u2019\u201d)]*)\s+(?=[\"'\u2018\u201c(]?[A-Z0-9])")
-
-
-def _ends_abbreviation(text: str) -> bool:
-    last = text.rsplit(None, 1)[-1] if text.split() else ""
-    word = last.rstrip(".").lstrip("(\"'").lower()
-    return word in _ABBREV or (len(word) == 1 and word.isalpha())
-
-
-def split_sentences(text: str | None) -> list[str]:
-    """The sentences of `text`, in order, stripped; an empty text has none."""
-    text = " ".join((text or "").split())
-    out, start = [], 0
-    for m in _BOUNDARY.finditer(text):
-        piece = text[start:m.end(1)]
-        if m.group(1) == "." and _ends_abbreviation(piece):
-            continue
-        out.append(piece.strip())
-        start = m.end()
-    tail = text[start:].strip()
-    if tail:
-        out.append(tail)
-    return [s for s in out if s]
-
-
-def stop_after_sentences(text: str, n: int) -> str | None:
-    """`text` cut after its `n`-th sentence when more follows, else None: the stop rule of a decoder
-    asked for at most `n` sentences (applied to the text, as an API's stop sequence would be)."""
-    sentences = split_sentences(text)
-    if len(sentences) <= n:
-        return None
-    return " ".join(sentences[:n])
-
-
-_END_RE = re.compile(r"[.!?][\"'\u2019\u201d)\]]*$")
-
-
-def ends_sentence(text: str | None) -> bool:
-    """The text's last character (before closing quotes or brackets) is `.`, `!` or `?`."""
-    return bool(_END_RE.search((text or "").rstrip()))
 
 
 def parse_spec(spec: str) -> tuple[str, int]:
@@ -89,7 +45,7 @@ def match_words(summary: str, n_words: int) -> str:
 
 
 class LeadSummarizer:
-    """Shard worker (`raygen.run_shards`): article rows in, the baseline's summary rows out, in the
+    """Shard worker (`fanout.run_shards`): article rows in, the baseline's summary rows out, in the
     columns `sampling.Summarizer` writes (one summary per article, `finish_reason` "stop"). A row's
     `match_words` (when present) cuts its summary to that many words."""
 

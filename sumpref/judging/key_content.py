@@ -2,9 +2,9 @@
 
 Contract:
 - `KeyContent.of(article, highlights, n_lead)` -> the article's key content, built once per
-  article: the content words (names, numbers, nouns, verbs...; `sumpref.cloze` normalisation, then a
-  light suffix strip so "scored" and "scores" meet) of two sources, the reference
-  `highlights` (may be None) and the article's first `n_lead` sentences. Each word occurrence is a
+  article: the content words (names, numbers, nouns, verbs...; `sumpref.judging.cloze`
+  normalisation, then a light suffix strip so "scored" and "scores" meet) of two sources, the
+  reference `highlights` (may be None) and the article's first `n_lead` sentences. Each word occurrence is a
   cloze item "which word goes here?"; a summary answers it when it uses the word (as often as the
   source does). An item is worth `log(1 + number of times the article uses the word)`: a word the
   article keeps coming back to is central to the story, a word it uses once is detail, and a
@@ -23,7 +23,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from sumpref.cloze import _content, _norm, _raw_tokens, _sentences
+from sumpref.judging.cloze import _content, _norm, _raw_tokens, _sentences
 
 _SUFFIXES = ("ing", "ed", "es", "s")
 

@@ -246,10 +246,10 @@ def similarity_scorer(device: str = "cpu") -> Scorer:
 
 
 def judge_scorer(cfg, label: str, seed: int = 0) -> Scorer:
-    """The pipeline's own judge code (`sumpref.judges`), in process: write the article's questions
+    """The pipeline's own judge code (`sumpref.judging.judges`), in process: write the article's questions
     once, judge every text. Reports `n_correct` (what the preference rule sees), and for `qa` also
     `faithfulness` and the key-content `coverage` it is made from. A question-writing failure scores every text 0 (the pipeline drops them)."""
-    from sumpref.judges import QuestionWriter, SummaryJudge
+    from sumpref.judging.judges import QuestionWriter, SummaryJudge
 
     writer, judge = QuestionWriter(cfg, seed=seed), SummaryJudge(cfg)
     loaded = []
@@ -421,9 +421,9 @@ def metrics_from_dicts(results: list[dict]) -> list[Metric]:
 
 
 def llm_checks(cfg: MetaEvalConfig) -> dict:
-    """Position and length bias of the judge (`sumpref.judge_checks`) on the first
+    """Position and length bias of the judge (`sumpref.judging.checks`) on the first
     `llm_check_items` SummEval summaries (one per article)."""
-    from sumpref.judge_checks import length_bias, position_bias
+    from sumpref.judging.checks import length_bias, position_bias
 
     hset = next(h for h in HUMAN_SETS if h.name == "summeval")
     rows = load_set(cfg.data_dir, hset, cfg.llm_check_items)

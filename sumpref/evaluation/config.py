@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from sumpref.config import (EMBEDDED_MODEL, BackendConfig, ConfigError, DataConfig, JudgeConfig, PairsConfig, QAJudgeConfig, Strict,
-                            TransformersBackendConfig, read_recipe, validate_recipe)
-from sumpref.lead import SPEC_RE
+from sumpref.config import (EMBEDDED_MODEL, BackendConfig, ConfigError, DataConfig, JudgeConfig, PairsConfig,
+                            QAJudgeConfig, Strict, TransformersBackendConfig, read_recipe, validate_recipe)
+from sumpref.evaluation.baselines import SPEC_RE
 
 
 LEAD_SPEC = SPEC_RE.pattern
@@ -31,7 +31,8 @@ class EvalModel(Strict):
     """One model under evaluation: a name and how to run it, or an extractive baseline.
 
     `extract: lead:3` (first 3 sentences) or `lead-words:40` (first 40 words) is a baseline that
-    needs no model (`sumpref.lead`); its summaries are judged and compared exactly like a model's.
+    needs no model (`sumpref.evaluation.baselines`); its summaries are judged and compared exactly
+    like a model's.
     `match_length: tuned` cuts each of this entry's summaries to the word count of model `tuned`'s
     summary of the same article (equal-length comparison)."""
 

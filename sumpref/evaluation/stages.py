@@ -7,13 +7,13 @@ actors through `run_shards` (a killed run resumes by shard):
 - `eval_articles`: `articles.parquet` (`id, article, highlights, truncated, n_words, orig_words,
   source`) and `drops.parquet`, from any `DataConfig` source, optionally one `split` of it.
 - `eval_questions`: shards of `article_id, questions, error` (the judge's questions, once).
-- `eval_model` (one per model or extractive baseline, `sumpref.lead`): `gen/` shards of greedy
-  summaries (a baseline's cut from the article, optionally to another model's word count),
-  `judged/` shards of the same rows with `answers, n_correct, judge_error`. Its key holds the
+- `eval_model` (one per model or extractive baseline, `sumpref.evaluation.baselines`): `gen/`
+  shards of greedy summaries (a baseline's cut from the article, optionally to another model's
+  word count), `judged/` shards of the same rows with `answers, n_correct, judge_error`. Its key holds the
   model's config (store paths as `{root}/...`, `artifacts.root_relative`) and a fingerprint of its local adapter/model files,
   not its name, so a renamed model reuses its summaries.
 - `eval_compare`: `report.json`, `report.md`, `report.png` (per-model metrics, paired comparisons)
-  and `summaries_<name>.parquet` per model (`sumpref.evaluate` computes the metrics); for a
+  and `summaries_<name>.parquet` per model (`sumpref.evaluation.metrics` computes the metrics); for a
   pipeline run also its training curves, drops and generation accounting.
 
 The pipeline's evaluation is these stages too (`sumpref.stages.evaluation`).
@@ -28,9 +28,9 @@ from pathlib import Path
 from sumpref.artifacts import ArtifactRef, atomic_write_text, read_table, write_table
 from sumpref.backends.base import SamplingParams
 from sumpref.cachekey import StageSpec
-from sumpref.evalflow_config import EvalFlowConfig, EvalModel
+from sumpref.evaluation.config import EvalFlowConfig, EvalModel
+from sumpref.fanout import read_shards, run_shards
 from sumpref.pairs import failed_reason
-from sumpref.raygen import read_shards, run_shards
 from sumpref.stages.shards import chunks, judge_resources, judge_shard_size, question_map, resources
 
 
@@ -61,7 +61,7 @@ def articles_spec(cfg: EvalFlowConfig) -> StageSpec:
         from transformers import AutoTokenizer
 
         from sumpref.data import load_articles, truncate_articles
-        from sumpref.models import resolve_model
+        from sumpref.model_paths import resolve_model
 
         res = load_articles(cfg.data)
         rows = res.rows
@@ -100,7 +100,7 @@ def _empty_drops():
 
 def questions_spec(cfg: EvalFlowConfig, articles: ArtifactRef) -> StageSpec:
     """The judge's questions for every article, written once and shared by every model."""
-    from sumpref.judges import QuestionWriter
+    from sumpref.judging.judges import QuestionWriter
 
     judge = cfg.judge
 
@@ -129,8 +129,8 @@ def model_spec(cfg: EvalFlowConfig, model: EvalModel, articles: ArtifactRef, que
 
     `match`: the judged artifact of the model named by `model.match_length`, whose word counts cut
     this baseline's summaries article by article."""
-    from sumpref.judges import SummaryJudge
-    from sumpref.lead import LeadSummarizer
+    from sumpref.evaluation.baselines import LeadSummarizer
+    from sumpref.judging.judges import SummaryJudge
     from sumpref.sampling import Summarizer
 
     b = model.backend
@@ -179,7 +179,7 @@ def compare_spec(cfg: EvalFlowConfig, articles: ArtifactRef, questions: Artifact
 
     A pipeline run passes its upstream stages (`run`: their drops and generation accounting go into
     the report) and its DPO `adapters` (training curves)."""
-    from sumpref.evaluate import compare_models, plot_comparison, render_comparison
+    from sumpref.evaluation.metrics import compare_models, plot_comparison, render_comparison
 
     run, adapters = run or {}, adapters or []
 

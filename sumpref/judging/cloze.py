@@ -31,7 +31,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from sumpref.mcq import LETTERS, MCQ, UNSURE, ParseResult
+from sumpref.judging.mcq import LETTERS, MCQ, UNSURE, ParseResult
 
 BLANK = "_____"
 N_LEAD_SENTENCES = 3  # lead sentences top up thin highlights; without highlights 5 stand in for them
