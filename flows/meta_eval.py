@@ -24,7 +24,7 @@ from tasks.meta_eval import evaluate_set, llm_checks, write_report
 def meta_eval(config: MetaEvalConfig = MetaEvalConfig()) -> str:
     """One task per set (sequential: the sets share the machine's cores), then the report."""
     results = [evaluate_set(config, h.name) for h in selected_sets(config)]
-    checks = llm_checks(config) if config.judge.kind == "llm" else None
+    checks = llm_checks(config) if config.judge.model_backend is not None else None
     return write_report(config, results, checks)
 
 

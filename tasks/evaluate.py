@@ -30,7 +30,7 @@ _RETRY = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=
 
 
 def _llm_judge(cfg: EvalFlowConfig) -> list:
-    return [cfg.judge.backend] if cfg.judge.kind == "llm" else []
+    return [b for b in [cfg.judge.model_backend] if b]
 
 
 @task(name="eval-articles", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, retry_condition_fn=retry_can_help)

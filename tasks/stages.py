@@ -50,7 +50,7 @@ def load_articles(cfg: RunConfig) -> State:
 
 @task(name="write-questions", **_GENERATION)
 def write_questions(cfg: RunConfig, articles: ArtifactRef, judge: JudgeConfig, split: str | None = None) -> State:
-    return run_spec(stages.questions_spec(cfg, articles, judge, split), judge.backend)
+    return run_spec(stages.questions_spec(cfg, articles, judge, split), *[b for b in [judge.model_backend] if b])
 
 
 # The round's stages (`sumpref.stages.round.STEPS`): the library builds each spec and names the

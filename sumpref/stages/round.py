@@ -74,7 +74,7 @@ STEPS: tuple[RoundStep, ...] = (
     RoundStep("samples", lambda r, done: samples_spec(r.cfg, r.articles, r.questions, r.policy),
               backends=lambda r: (r.policy,)),
     RoundStep("judged", lambda r, done: judged_spec(r.cfg, r.questions, done["samples"], r.cfg.judge),
-              backends=lambda r: (r.cfg.judge.backend,)),
+              backends=lambda r: tuple(b for b in [r.cfg.judge.model_backend] if b)),
     RoundStep("pairs", lambda r, done: pairs_spec(r.cfg, done["judged"])),
     RoundStep("refprobs", lambda r, done: refprobs_spec(r.cfg, done["pairs"], r.reference_model),
               when=lambda r: r.cfg.dpo.trainer == "packed"),
