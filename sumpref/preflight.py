@@ -166,8 +166,6 @@ def check_ray_address(address: str | None, timeout_s: float = 3.0) -> str | None
 
 def check(cfg: RunConfig) -> list[Problem]:
     """Every problem that would stop the run, before it starts."""
-    from sumpref import storage
-
     problems = []
     if (msg := check_data_source(cfg.data.source) or check_data_rows(cfg.data)) is not None:
         problems.append(Problem("data.source", msg))
@@ -178,10 +176,18 @@ def check(cfg: RunConfig) -> list[Problem]:
         problems += check_backend(cfg.eval.judge.model_backend, "eval.judge.backend")
     if cfg.eval.api_baseline is not None:
         problems += check_backend(cfg.eval.api_baseline, "eval.api_baseline")
+    return problems + environment_problems(cfg.root)
+
+
+def environment_problems(root: str) -> list[Problem]:
+    """What any run needs around it: a reachable `RAY_ADDRESS` (when set) and a writable artifact root."""
+    from sumpref import storage
+
+    problems = []
     if (msg := check_ray_address(os.environ.get("RAY_ADDRESS"))) is not None:
         problems.append(Problem("RAY_ADDRESS", msg))
-    if (msg := storage.check_writable(cfg.root)) is not None:
-        problems.append(Problem("root", f"artifact root {cfg.root!r} is not writable: {msg}"))
+    if (msg := storage.check_writable(root)) is not None:
+        problems.append(Problem("root", f"artifact root {root!r} is not writable: {msg}"))
     return problems
 
 

@@ -139,10 +139,8 @@ def load_eval_config(path: str | Path | None = None, overrides: list[str] | None
 def preflight_eval(cfg: EvalFlowConfig) -> None:
     """Raise `PreflightError` (one line per problem, each naming its field) if the evaluation
     cannot start: missing data source, model folder or adapter, API key, unwritable root."""
-    import os
-
-    from sumpref import storage
-    from sumpref.preflight import PreflightError, Problem, check_backend, check_data_source, check_model, check_ray_address
+    from sumpref.preflight import (PreflightError, Problem, check_backend, check_data_source, check_model,
+                                   environment_problems)
 
     problems = []
     if (msg := check_data_source(cfg.data.source)) is not None:
@@ -154,9 +152,6 @@ def preflight_eval(cfg: EvalFlowConfig) -> None:
         problems.append(Problem("tokenizer", msg))
     if cfg.judge.model_backend is not None:
         problems += check_backend(cfg.judge.model_backend, "judge.backend")
-    if (msg := check_ray_address(os.environ.get("RAY_ADDRESS"))) is not None:
-        problems.append(Problem("RAY_ADDRESS", msg))
-    if (msg := storage.check_writable(cfg.root)) is not None:
-        problems.append(Problem("root", f"artifact root {cfg.root!r} is not writable: {msg}"))
+    problems += environment_problems(cfg.root)
     if problems:
         raise PreflightError(problems)

@@ -21,6 +21,7 @@ An empty summary has no words: its shares are NaN (no evidence), its counts 0.
 
 from __future__ import annotations
 
+import os
 import re
 
 from sumpref.sentences import ends_sentence, split_sentences
@@ -33,12 +34,8 @@ def words(text: str | None) -> list[str]:
 
 
 def common_prefix(a: list[str], b: list[str]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+    """How many leading items `a` and `b` share."""
+    return len(os.path.commonprefix([a, b]))
 
 
 def longest_copied_span(summary: list[str], article: list[str]) -> int:
