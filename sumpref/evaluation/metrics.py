@@ -177,8 +177,11 @@ def compare_models(judged: dict[str, list[dict]], articles: dict[str, dict], bas
 
 
 def _fmt_diff(m: dict, pct: bool, signed: bool = True) -> str:
-    """`12.3% [10.1, 14.2]`, or signed differences: `+2.1 pp [-0.5, +4.0]`, `+0.25 [+0.10, +0.40]`."""
+    """`12.3% [10.1, 14.2]`, or signed differences: `+2.1 pp [-0.5, +4.0]`, `+0.25 [+0.10, +0.40]`;
+    `n/a` where no article has the value (no reference highlights, no similarity model)."""
     v, (lo, hi) = m["value"], m["ci95"]
+    if v != v:
+        return "n/a"
     s, k, f = ("+" if signed else ""), (100 if pct else 1), (".1f" if pct else ".2f")
     unit = (" pp" if signed else "%") if pct else ""
     return f"{k * v:{s}{f}}{unit} [{k * lo:{s}{f}}, {k * hi:{s}{f}}]"

@@ -89,6 +89,10 @@ def test_a_strictly_better_model_has_a_ci_above_zero():
     assert "| Win rate (preference rule; win 1, tie 0.5) | 100.0% [100.0, 100.0] |" in md
     assert "| Accuracy >= 3 (judge) | +100.0 pp [+100.0, +100.0] |" in md and "| better | gen | 1 |" in md
     assert "| Median compression | 20.0% [20.0, 20.0] | 20.0% [20.0, 20.0] |" in md
+    nohl = compare_models({"base": base, "better": better}, {a: {**v, "highlights": None} for a, v in ARTICLES.items()},
+                          "base", PairsConfig(), 200, 50, 0, similarity=overlap)
+    md = render_comparison({**nohl, "name": "t", "data_source": "x.jsonl", "judge": "qa"})
+    assert "| ROUGE-L F1 vs highlights | n/a | n/a |" in md and "nan" not in md
 
 
 def test_win_scores_follow_the_training_preference_rule():
