@@ -9,12 +9,14 @@ article leaks across splits (the published example split at the pair level).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import random
 import unicodedata
 
 from sumpref.config import PairsConfig
+from sumpref.sentences import ends_sentence, split_sentences
 
 
 def has_junk(text: str) -> bool:
@@ -67,10 +69,14 @@ def format_ok(row: dict, cfg: PairsConfig) -> bool:
     limit), it has 1 to `cfg.max_sentences` sentences, and its last one is complete (ends with
     `.`, `!` or `?`). Without the last condition a policy learns to stop mid-sentence: the first GPU
     round with the rule (benchmarks/RESULTS.md, "Lead-3") ended 49% of its summaries that way."""
-    from sumpref.sentences import ends_sentence, split_sentences
+    return row.get("finish_reason") != "length" and _complete_sentences(row["summary"], cfg.max_sentences)
 
-    return (row.get("finish_reason") != "length" and 1 <= len(split_sentences(row["summary"])) <= cfg.max_sentences
-            and ends_sentence(row["summary"]))
+
+@functools.lru_cache(maxsize=65536)
+def _complete_sentences(summary: str | None, max_sentences: int) -> bool:
+    """1 to `max_sentences` sentences, the last one complete. Cached: each summary meets every other
+    summary of its article in `article_pairs`, so it would be split n - 1 times."""
+    return 1 <= len(split_sentences(summary)) <= max_sentences and ends_sentence(summary)
 
 
 def prefer_for_training(a: dict, b: dict, cfg: PairsConfig) -> int | None:
