@@ -224,14 +224,6 @@ def compare_spec(cfg: EvalFlowConfig, articles: ArtifactRef, questions: Artifact
     return StageSpec(cfg.root, "eval_compare", slice_, upstream, __name__, produce)
 
 
-def articles_stage(cfg: EvalFlowConfig) -> ArtifactRef:
-    return articles_spec(cfg).run()
-
-
-def questions_stage(cfg: EvalFlowConfig, articles: ArtifactRef) -> ArtifactRef:
-    return questions_spec(cfg, articles).run()
-
-
 def model_stage(cfg: EvalFlowConfig, model: EvalModel, articles: ArtifactRef, questions: ArtifactRef,
                 match: ArtifactRef | None = None) -> ArtifactRef:
     return model_spec(cfg, model, articles, questions, match).run()
