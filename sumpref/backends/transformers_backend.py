@@ -56,6 +56,8 @@ class TransformersBackend:
             from sumpref.storage import localize
 
             model = PeftModel.from_pretrained(model, localize(self.cfg.adapter))  # a URI on a remote root
+            if self.cfg.merge_adapter:
+                model = model.merge_and_unload()
         model.eval()
         self._model, self._tok, self._device = model, tok, device
 
@@ -69,7 +71,10 @@ class TransformersBackend:
         torch.manual_seed(params.seed)
         out: list[list[Generation]] = []
         t0 = time.perf_counter()
-        if params.n > 1:
+        # n > 1: each prompt prefilled once. On a GPU also n = 1 (greedy evaluation): the sampler's
+        # decoding loop (CUDA graphs, groups sized from memory) is several times `generate`'s speed
+        # and gives the same tokens (benchmarks/RESULTS.md). Line templates need `generate`.
+        if params.n > 1 or (self._device == "cuda" and not params.template):
             out = self._generate_shared_prefix(prompts, params)
         else:
             for start in range(0, len(prompts), self.cfg.batch_size):
