@@ -17,13 +17,13 @@ from prefect import flow
 
 from sumpref.config import load_config
 from sumpref.evaluation.meta import MetaEvalConfig, selected_sets
-from tasks.meta_eval import evaluate_set, llm_checks, write_report
+from tasks.meta_eval import agreement_with_people, llm_checks, write_report
 
 
 @flow(name="sumpref-meta-eval")
 def meta_eval(config: MetaEvalConfig = MetaEvalConfig()) -> str:
     """One task per set (sequential: the sets share the machine's cores), then the report."""
-    results = [evaluate_set(config, h.name) for h in selected_sets(config)]
+    results = [agreement_with_people(config, h.name) for h in selected_sets(config)]
     checks = llm_checks(config) if config.judge.model_backend is not None else None
     return write_report(config, results, checks)
 

@@ -12,7 +12,7 @@ from sumpref.evaluation.meta import MetaEvalConfig
 
 
 @task(name="meta-eval-set", cache_policy=NO_CACHE, retries=1)
-def evaluate_set(cfg: MetaEvalConfig, name: str) -> dict:
+def agreement_with_people(cfg: MetaEvalConfig, name: str) -> dict:
     return meta.meta_eval_set(cfg, name)
 
 

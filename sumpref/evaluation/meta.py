@@ -13,7 +13,7 @@ Contract:
   `name + COMPARE_SUFFIX` for the compared summary). A scorer is called once per article.
 - Baselines beside the judge: `rouge_scorers()` (ROUGE-1 F vs the reference, ROUGE-1 precision vs
   the article) and `similarity_scorer()` (MiniLM cosine vs the reference, `sumpref.similarity`).
-- `evaluate_set(hset, rows, scores, n_boot, seed)` -> list of `Metric` rows: Kendall tau-b and
+- `agreement_with_people(hset, rows, scores, n_boot, seed)` -> list of `Metric` rows: Kendall tau-b and
   Spearman (graded), ROC-AUC and balanced accuracy (binary; predicted consistent = score at least
   the set's median score), agreement rate (pairwise; a judge tie counts one half). Every value has
   a 95% percentile-bootstrap interval over articles. NaN (shown as n/a) where undefined, e.g. one class.
@@ -291,7 +291,7 @@ def _groups(rows: list[dict], keep: Callable[[dict], bool]) -> list[list[int]]:
     return list(by.values())
 
 
-def evaluate_set(hset: HumanSet, rows: list[dict], scores: dict[str, list[float]], n_boot: int = 1000,
+def agreement_with_people(hset: HumanSet, rows: list[dict], scores: dict[str, list[float]], n_boot: int = 1000,
                  seed: int = 0) -> list[Metric]:
     names = [s for s in scores if not s.endswith(COMPARE_SUFFIX)]
     out = []
@@ -410,7 +410,7 @@ def meta_eval_set(cfg: MetaEvalConfig, name: str) -> dict:
     t0 = time.perf_counter()
     scores = score_set(rows, scorers + rouge_scorers() + similarity_scorer())
     seconds = time.perf_counter() - t0
-    metrics = evaluate_set(hset, rows, scores, cfg.n_bootstrap, cfg.seed)
+    metrics = agreement_with_people(hset, rows, scores, cfg.n_bootstrap, cfg.seed)
     return {"set": name, "note": hset.note, "rows": len(rows), "articles": len({r["article_id"] for r in rows}),
             "seconds": round(seconds, 1), "metrics": [asdict(m) for m in metrics]}
 

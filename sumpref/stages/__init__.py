@@ -1,16 +1,16 @@
 """Pipeline stages, one module each: config slice + upstream refs in, `ArtifactRef` out.
 
-| stage | module | function |
-|---|---|---|
-| articles | `articles.py` | `load_stage` |
-| questions | `questions.py` | `questions_stage` |
-| samples | `samples.py` | `sample_stage` |
-| judged | `judged.py` | `judge_stage` |
-| pairs | `pairs.py` | `pairs_stage` |
-| refprobs | `refprobs.py` | `refprobs_stage` |
-| dpo | `dpo.py` | `train_stage` |
-| merged | `merged.py` | `merge_stage` |
-| eval_model, eval_compare | `evaluation.py` (the stages: `sumpref.evaluation.stages`) | `evaluate` |
+| stage | module | spec (run it: `spec.run()`) | Prefect task (`tasks/stages.py`) |
+|---|---|---|---|
+| articles | `articles.py` | `articles_spec` | `load_articles` |
+| questions | `questions.py` | `questions_spec` | `write_questions` |
+| samples | `samples.py` | `samples_spec` | `sample_summaries` |
+| judged | `judged.py` | `judged_spec` | `judge_summaries` |
+| pairs | `pairs.py` | `pairs_spec` | `build_pairs` |
+| refprobs | `refprobs.py` | `refprobs_spec` | `reference_logprobs` |
+| dpo | `dpo.py` | `dpo_spec` | `train_dpo` |
+| merged | `merged.py` | `merged_spec` | `merge_adapter` |
+| eval_model, eval_compare | `evaluation.py` (the stages: `sumpref.evaluation.stages`) | `evaluate` | `flows/evaluate.py` |
 
 A round (samples -> judged -> pairs -> refprobs -> dpo -> merged) is the ordered table
 `round.STEPS`, run by `run_round` here and by the round subflow (`flows/round.py`) in Prefect.
@@ -22,19 +22,18 @@ how to produce the files; the logic lives in the domain modules and wings (`data
 shards out to Ray through `run_shards`, so a killed run resumes at shard granularity.
 """
 
-from sumpref.stages.articles import articles_spec, load_stage
-from sumpref.stages.dpo import dpo_spec, train_stage
+from sumpref.stages.articles import articles_spec
+from sumpref.stages.dpo import dpo_spec
 from sumpref.stages.evaluation import evaluate, run_eval_config
-from sumpref.stages.judged import judge_stage, judged_spec
-from sumpref.stages.merged import merge_stage, merged_spec
-from sumpref.stages.pairs import pairs_spec, pairs_stage
-from sumpref.stages.questions import questions_spec, questions_stage
-from sumpref.stages.refprobs import refprobs_spec, refprobs_stage
+from sumpref.stages.judged import judged_spec
+from sumpref.stages.merged import merged_spec
+from sumpref.stages.pairs import pairs_spec
+from sumpref.stages.questions import questions_spec
+from sumpref.stages.refprobs import refprobs_spec
 from sumpref.stages.round import Round, run_round
-from sumpref.stages.samples import sample_stage, samples_spec
+from sumpref.stages.samples import samples_spec
 
 __all__ = [
-    "Round", "articles_spec", "dpo_spec", "evaluate", "judge_stage", "judged_spec", "load_stage",
-    "merge_stage", "merged_spec", "pairs_spec", "pairs_stage", "questions_spec", "questions_stage", "refprobs_spec",
-    "refprobs_stage", "run_eval_config", "run_round", "sample_stage", "samples_spec", "train_stage",
+    "Round", "articles_spec", "dpo_spec", "evaluate", "judged_spec", "merged_spec", "pairs_spec", "questions_spec",
+    "refprobs_spec", "run_eval_config", "run_round", "samples_spec",
 ]

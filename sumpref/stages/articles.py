@@ -33,9 +33,6 @@ def articles_spec(cfg: RunConfig) -> StageSpec:
     return StageSpec(cfg.root, "articles", config, [], __name__, produce)
 
 
-def load_stage(cfg: RunConfig) -> ArtifactRef:
-    return articles_spec(cfg).run()
-
 
 def _drop_schema():
     import pyarrow as pa

@@ -47,6 +47,3 @@ def _train_packed(cfg: RunConfig, refprobs: ArtifactRef | None, model: str, out:
                    train_loss=(metrics.get("last") or {}).get("loss"))
     return {"rows": refprobs.rows, **metrics}
 
-
-def train_stage(cfg: RunConfig, pairs: ArtifactRef, base_model: str, refprobs: ArtifactRef | None = None) -> ArtifactRef:
-    return dpo_spec(cfg, pairs, base_model, refprobs).run()

@@ -28,6 +28,3 @@ def judged_spec(cfg: RunConfig, questions: ArtifactRef, samples: ArtifactRef, ju
 
     return StageSpec(cfg.root, "judged", {"judge": judge.model_dump()}, [questions, samples], __name__, produce)
 
-
-def judge_stage(cfg: RunConfig, questions: ArtifactRef, samples: ArtifactRef, judge: JudgeConfig) -> ArtifactRef:
-    return judged_spec(cfg, questions, samples, judge).run()

@@ -25,6 +25,3 @@ def merged_spec(cfg: RunConfig, base_model: str, adapter: ArtifactRef) -> StageS
 
     return StageSpec(cfg.root, "merged", {"base_model": base_model}, [adapter], __name__, produce)
 
-
-def merge_stage(cfg: RunConfig, base_model: str, adapter: ArtifactRef) -> ArtifactRef:
-    return merged_spec(cfg, base_model, adapter).run()

@@ -30,9 +30,6 @@ def pairs_spec(cfg: RunConfig, judged: ArtifactRef) -> StageSpec:
     return StageSpec(cfg.root, "pairs", {"pairs": cfg.pairs.model_dump()}, [judged], __name__, produce)
 
 
-def pairs_stage(cfg: RunConfig, judged: ArtifactRef) -> ArtifactRef:
-    return pairs_spec(cfg, judged).run()
-
 
 def _empty_pairs():
     import pyarrow as pa

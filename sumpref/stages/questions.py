@@ -29,6 +29,3 @@ def questions_spec(cfg: RunConfig, articles: ArtifactRef, judge: JudgeConfig, sp
     config = {"judge": judge.model_dump(), "split": split, "seed": cfg.sampling.seed}
     return StageSpec(cfg.root, "questions", config, [articles], __name__, produce)
 
-
-def questions_stage(cfg: RunConfig, articles: ArtifactRef, judge: JudgeConfig, split: str | None = None) -> ArtifactRef:
-    return questions_spec(cfg, articles, judge, split).run()

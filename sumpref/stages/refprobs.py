@@ -31,6 +31,3 @@ def refprobs_spec(cfg: RunConfig, pairs: ArtifactRef, base_model: str) -> StageS
     config = {"base_model": base_model, "max_length": cfg.dpo.max_length, "bf16": cfg.dpo.bf16}
     return StageSpec(cfg.root, "refprobs", config, [pairs], __name__, produce)
 
-
-def refprobs_stage(cfg: RunConfig, pairs: ArtifactRef, base_model: str) -> ArtifactRef:
-    return refprobs_spec(cfg, pairs, base_model).run()

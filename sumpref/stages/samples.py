@@ -33,6 +33,3 @@ def samples_spec(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, 
     config = {"policy": policy.model_dump(), "sampling": cfg.sampling.model_dump()}
     return StageSpec(cfg.root, "samples", config, [articles, questions], __name__, produce)
 
-
-def sample_stage(cfg: RunConfig, articles: ArtifactRef, questions: ArtifactRef, policy: BackendConfig) -> ArtifactRef:
-    return samples_spec(cfg, articles, questions, policy).run()

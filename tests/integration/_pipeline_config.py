@@ -56,8 +56,8 @@ def run_stages(cfg: RunConfig, through: str = "eval", after=None) -> dict:
             after(stage)
         return stage == through
 
-    if finished("articles", stages.load_stage(cfg)) or finished(
-            "questions", stages.questions_stage(cfg, refs["articles"], cfg.judge)):
+    if finished("articles", stages.articles_spec(cfg).run()) or finished(
+            "questions", stages.questions_spec(cfg, refs["articles"], cfg.judge).run()):
         return refs
     r = stages.Round(cfg, refs["articles"], refs["questions"], cfg.policy)
     for stage, ref in stages.run_round(r):

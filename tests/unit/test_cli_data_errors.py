@@ -83,12 +83,12 @@ def test_the_load_stage_fails_with_the_same_line_and_no_retry(tmp_path, bad_file
 
     from sumpref.config import config_from_dict
     from sumpref.data import DataError
-    from sumpref.stages.articles import load_stage
+    from sumpref.stages.articles import articles_spec
     from tasks.retry import retry_can_help
 
     cfg = config_from_dict({"root": str(tmp_path / "runs"), "data": {"source": str(bad_file)}})
     with pytest.raises(DataError) as e:
-        load_stage(cfg)
+        articles_spec(cfg).run()
     assert f"error: {e.value}\n" == expected(bad_file)
     assert not retry_can_help(None, None, Failed(data=e.value))
     assert not list((tmp_path / "runs").rglob("_SUCCESS"))

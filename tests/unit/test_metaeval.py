@@ -6,7 +6,7 @@ import pytest
 
 from sumpref.config import ClozeJudgeConfig, QAJudgeConfig
 from sumpref.evaluation.meta import (COMPARE_SUFFIX, HUMAN_SETS, HumanSet, MetaEvalConfig, balanced_accuracy,
-                                     bootstrap_ci, evaluate_set, kendall_tau_b, pairwise_agreement, render_table,
+                                     bootstrap_ci, agreement_with_people, kendall_tau_b, pairwise_agreement, render_table,
                                      roc_auc, score_names, score_set, spearman_rho, summary_level, write_report)
 
 
@@ -59,20 +59,20 @@ def test_evaluate_graded_binary_and_pairwise_sets():
     rows = _rows([("a", "x", None, {"q": 1}), ("a", "y", None, {"q": 2}), ("a", "z", None, {"q": 3}),
                   ("b", "x", None, {"q": 3}), ("b", "y", None, {"q": 1}), ("b", "z", None, {"q": 2})])
     scores = {"perfect": [1, 2, 3, 3, 1, 2], "flat": [1] * 6}
-    tau = evaluate_set(graded, rows, scores, n_boot=50)[0]
+    tau = agreement_with_people(graded, rows, scores, n_boot=50)[0]
     assert tau.metric.startswith("Kendall tau") and tau.n == 6
     assert tau.values["perfect"][0] == pytest.approx(1.0) and tau.values["flat"][0] == 0.0
 
     binary = HumanSet("b", "b.jsonl", binary=("ok",))
     rows = _rows([("a", "", None, {"ok": 1}), ("a", "", None, {"ok": 0}), ("b", "", None, {"ok": 1}),
                   ("b", "", None, {"ok": None})])
-    auc, bacc = evaluate_set(binary, rows, {"s": [0.9, 0.1, 0.8, 0.0]}, n_boot=50)
+    auc, bacc = agreement_with_people(binary, rows, {"s": [0.9, 0.1, 0.8, 0.0]}, n_boot=50)
     assert auc.n == 3 and auc.values["s"][0] == pytest.approx(1.0) and bacc.values["s"][0] == pytest.approx(1.0)
 
     pair = HumanSet("p", "p.jsonl", pairwise=("writer_better",))
     rows = _rows([("a", "m", "w", {"writer_better": 1}), ("a", "m", "w", {"writer_better": -1}),
                   ("b", "m", "w", {"writer_better": 0})])
-    agree = evaluate_set(pair, rows, {"s": [0.2, 0.2, 0.5], "s" + COMPARE_SUFFIX: [0.9, 0.9, 0.1]}, n_boot=50)[0]
+    agree = agreement_with_people(pair, rows, {"s": [0.2, 0.2, 0.5], "s" + COMPARE_SUFFIX: [0.9, 0.9, 0.1]}, n_boot=50)[0]
     assert agree.n == 2 and agree.values["s"][0] == pytest.approx(0.5) and "s" + COMPARE_SUFFIX not in agree.values
 
 
@@ -101,7 +101,7 @@ def test_every_human_file_is_covered_and_sets_are_validated(tmp_path):
 def test_render_and_write_report_keeps_the_discussion(tmp_path):
     graded = HumanSet("g", "g.jsonl", graded=("q",))
     rows = _rows([("a", "", None, {"q": 1}), ("a", "", None, {"q": 2})])
-    table = render_table(evaluate_set(graded, rows, {"s": [1, 2]}, n_boot=20), ["s", "missing"])
+    table = render_table(agreement_with_people(graded, rows, {"s": [1, 2]}, n_boot=20), ["s", "missing"])
     assert "| g | q | Kendall tau (summary level) | 2 | 1.000" in table and table.rstrip().endswith("n/a |")
     path = tmp_path / "M.md"
     path.write_text("# T\n\nintro\n<!-- results:begin -->\nold\n<!-- results:end -->\n\ndiscussion\n")

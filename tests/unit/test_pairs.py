@@ -77,7 +77,7 @@ def test_pairs_stage_drops_summaries_that_were_never_judged(tmp_path):
     from sumpref.cachekey import StageSpec
     from sumpref.config import RunConfig
     from sumpref.fanout import shard_path
-    from sumpref.stages import pairs_stage
+    from sumpref.stages import pairs_spec
 
     judged_rows = [{**row(0, 5, 10), "judge_error": None}, {**row(1, 1, 30), "judge_error": None},
                    {**row(2, 0, 40), "judge_error": "generation_error:http_500"},
@@ -89,7 +89,7 @@ def test_pairs_stage_drops_summaries_that_were_never_judged(tmp_path):
 
     cfg = RunConfig(root=str(tmp_path))
     judged = StageSpec(cfg.root, "judged", {"test": 1}, [], "sumpref.stages.judged", produce).run()
-    ref = pairs_stage(cfg, judged)
+    ref = pairs_spec(cfg, judged).run()
     drops = read_table(ref.path / "drops.parquet")
     assert sorted(d["reason"] for d in drops) == ["generation_error:http_500", "no_judge_output"]
     pairs = read_table(ref.path / "train.parquet") + read_table(ref.path / "valid.parquet")
