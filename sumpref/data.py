@@ -247,15 +247,23 @@ def require_split(res: LoadResult, cfg: DataConfig) -> None:
                     f"data.eval_fraction={cfg.eval_fraction})")
 
 
-def truncate_articles(rows: list[dict], tokenizer, max_tokens: int) -> None:
-    """Cut articles longer than `max_tokens` tokens (in place); flag them `truncated`."""
-    for r in rows:
+def truncate_articles(rows: list[dict], tokenizer, max_tokens: int, batch: int = 256) -> None:
+    """Cut articles longer than `max_tokens` tokens (in place); flag them `truncated`.
+
+    Tokenized `batch` articles per call: a fast tokenizer encodes a batch on all cores, so 2,936
+    articles take seconds instead of the 12-22 s of one call per article."""
+    for start in range(0, len(rows), batch):
+        _truncate_batch(rows[start:start + batch], tokenizer, max_tokens)
+
+
+def _truncate_batch(rows: list[dict], tokenizer, max_tokens: int) -> None:
+    # A cheap character cap first, so a pathological 200k-character row costs no more to
+    # tokenize than a normal one (no tokenizer packs more than ~12 chars per token here).
+    capped_texts = [r["article"][: max_tokens * 12] for r in rows]
+    all_ids = tokenizer(capped_texts, add_special_tokens=False)["input_ids"] if rows else []
+    for r, capped, ids in zip(rows, capped_texts, all_ids):
         text = r["article"]
         r["orig_words"] = len(text.split())  # compression is measured against the full article
-        # A cheap character cap first, so a pathological 200k-character row costs no more to
-        # tokenize than a normal one (no tokenizer packs more than ~12 chars per token here).
-        capped = text[: max_tokens * 12]
-        ids = tokenizer(capped, add_special_tokens=False)["input_ids"]
         if len(ids) > max_tokens or len(capped) < len(text):
             r["article"] = tokenizer.decode(ids[:max_tokens]).strip()
             r["truncated"] = True
