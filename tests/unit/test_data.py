@@ -65,8 +65,8 @@ def test_seeded_shuffle_and_subset(tmp_path):
 class CharTokenizer:
     """One token per character: enough to test truncation logic without a model."""
 
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [ord(c) for c in text]}
+    def __call__(self, texts, add_special_tokens=False):  # a batch, as the fast tokenizers take it
+        return {"input_ids": [[ord(c) for c in text] for text in texts]}
 
     def decode(self, ids):
         return "".join(chr(i) for i in ids)
