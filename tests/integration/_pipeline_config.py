@@ -31,7 +31,9 @@ def tiny_config(root: Path, iterations: int = 1, **sections) -> RunConfig:
         "sampling": {"n": 3, "max_new_tokens": 16, "shard_size": 8},
         "dpo": {"trainer": "packed", "max_steps": 2, "per_device_batch_size": 2, "max_length": 192, "gradient_checkpointing": False,
                 "learning_rate": 1e-4, "beta": 0.1, "logging_steps": 1},
-        "eval": {"max_new_tokens": 16, "bootstrap_samples": 100},
+        # No extractive baselines by default (two more evaluation stages per run, each with its actors):
+        # the tests about them ask for them (the pipeline flow test, the evaluation flow test).
+        "eval": {"max_new_tokens": 16, "bootstrap_samples": 100, "baselines": [], "equal_length": False},
     }
     for section, values in sections.items():
         data[section] = {**data.get(section, {}), **values}
