@@ -14,19 +14,9 @@ MESSAGES = [
 
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory):
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from tests.integration._adapters import random_lora
 
-    from sumpref.config import EMBEDDED_MODEL
-    from sumpref.model_paths import resolve_model
-
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(resolve_model(EMBEDDED_MODEL))
-    lora = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    path = tmp_path_factory.mktemp("adapter") / "random-lora"
-    get_peft_model(base, lora).save_pretrained(str(path))
-    return str(path)
+    return str(random_lora(tmp_path_factory.mktemp("adapter")))
 
 
 def _greedy(**fields):

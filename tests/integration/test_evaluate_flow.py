@@ -10,20 +10,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
 
 @pytest.fixture(scope="module")
 def random_adapter(tmp_path_factory):
-    """A small LoRA on the embedded model with random (non-zero) weights, so it changes the output."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from tests.integration._adapters import random_lora
 
-    from sumpref.config import EMBEDDED_MODEL
-    from sumpref.model_paths import resolve_model
-
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(resolve_model(EMBEDDED_MODEL))
-    lora = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    path = tmp_path_factory.mktemp("adapter") / "random-lora"
-    get_peft_model(base, lora).save_pretrained(str(path))
-    return path
+    return random_lora(tmp_path_factory.mktemp("adapter"))
 
 
 def test_two_models_paired_report_then_cached_rerun(prefect_api, random_adapter, tmp_path, shared_data):
