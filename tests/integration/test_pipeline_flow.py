@@ -26,8 +26,8 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-a-key")  # a key alone adds no paid baseline (eval.api_baseline does)
     root = tmp_path_factory.mktemp("runs")
     trl = {"trainer": "trl"}  # TRL's DPOTrainer here (the tiny config's default is our packed trainer)
-    lead = {"baselines": ["lead:3"], "equal_length": True}  # the pipeline's default evaluation (the tiny config has none)
-    cfg = tiny_config(root, dpo=trl, eval=lead)
+    with_lead = {"baselines": ["lead:3"], "equal_length": True}  # the pipeline's default evaluation (the tiny config has none)
+    cfg = tiny_config(root, dpo=trl, eval=with_lead)
 
     state = full_pipeline(cfg, return_state=True)
     assert state.is_completed()
@@ -72,7 +72,7 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
 
     before = {s: stage_dirs(root, s) for s in ("articles", "questions", "samples", "judged", "pairs", "dpo", "eval_model",
                                                "eval_compare")}
-    changed = full_pipeline(tiny_config(root, dpo={**trl, "beta": 0.3}, eval=lead), return_state=True)
+    changed = full_pipeline(tiny_config(root, dpo={**trl, "beta": 0.3}, eval=with_lead), return_state=True)
     assert changed.is_completed()
     after = {s: stage_dirs(root, s) for s in before}
     for stage in ("articles", "questions", "samples", "judged", "pairs"):
@@ -90,7 +90,7 @@ def test_full_flow_then_cached_rerun_then_beta_change(prefect_api, tmp_path_fact
     # Iterative DPO with our packed trainer: reference log-probs are their own cached stage; round
     # 1's sampling comes from cache (same inputs), round 2 samples from the merged round-1 policy
     # and trains against it as the reference.
-    packed = full_pipeline(tiny_config(root, iterations=2, dpo={"trainer": "packed"}, eval=lead), return_state=True)
+    packed = full_pipeline(tiny_config(root, iterations=2, dpo={"trainer": "packed"}, eval=with_lead), return_state=True)
     assert packed.is_completed()
     import pyarrow.parquet as pq
 
