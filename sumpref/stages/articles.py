@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sumpref.artifacts import ArtifactRef, write_table
+from sumpref.artifacts import write_table
 from sumpref.cachekey import StageSpec
 from sumpref.config import RunConfig
 
